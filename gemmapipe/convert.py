@@ -1,0 +1,88 @@
+"""Weight conversions, run once per cache entry: GGUF -> transformers, LoRA merge, transformers -> CTranslate2.
+
+This is the only module besides training that imports torch, transformers and peft, and it imports them
+inside the functions: running a prepared task never loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+#: CTranslate2 prefills long prompts in 512-token chunks whose mask cannot keep Gemma 3's sliding-window layers
+#: inside their 512-token window, so its output is wrong past 512 tokens. A window this large makes every layer
+#: see the whole context: below 512 tokens that is the original model exactly, and torch (training) and
+#: CTranslate2 (inference) agree at every length. Everything that runs the model must use this value.
+SLIDING_WINDOW = 32768
+
+HF_WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+
+
+def patch_config(config_path: Path) -> None:
+    """Make a saved ``config.json`` describe what gemmapipe runs.
+
+    Raises ``sliding_window`` to :data:`SLIDING_WINDOW`, and drops the GGUF ``quantization_config`` that
+    transformers leaves on a model it dequantized (the weights are plain float32; the CTranslate2 converter
+    fails on the marker).
+    """
+    config = json.loads(config_path.read_text())
+    targets = [config] + ([config["text_config"]] if isinstance(config.get("text_config"), dict) else [])
+    for target in targets:
+        if "sliding_window" in target and (target["sliding_window"] or 0) < SLIDING_WINDOW:
+            target["sliding_window"] = SLIDING_WINDOW
+        if (target.get("quantization_config") or {}).get("quant_method") == "gguf":
+            del target["quantization_config"]
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def gguf_to_transformers(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a Gemma 3 GGUF file into a float32 transformers model plus tokenizer in ``out_dir``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # The model was dequantized on load; transformers still flags it as GGUF-quantized and refuses to save.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    del model
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tokenizer.save_pretrained(str(out_dir))
+    patch_config(out_dir / "config.json")
+
+
+def copy_transformers_model(src: Path, out_dir: Path) -> None:
+    """Copy a local transformers model folder (weights + tokenizer) and patch its sliding window."""
+    for name in HF_WEIGHT_FILES + TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, out_dir / name)
+    patch_config(out_dir / "config.json")
+
+
+def merge_lora(base_dir: Path, adapter_dir: Path, out_dir: Path) -> None:
+    """Merge a PEFT LoRA adapter into the base weights and save the merged model (with tokenizer) in ``out_dir``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (base_dir / name).exists():
+            shutil.copy2(base_dir / name, out_dir / name)
+    patch_config(out_dir / "config.json")
+
+
+def transformers_to_ctranslate2(model_dir: Path, out_dir: Path, quantization: str) -> None:
+    """Convert a transformers Gemma 3 folder into a CTranslate2 model folder (``force``: ``out_dir`` may exist)."""
+    from ctranslate2.converters import TransformersConverter
+
+    TransformersConverter(str(model_dir), low_cpu_mem_usage=True).convert(
+        str(out_dir), quantization=quantization, force=True
+    )
+    shutil.copy2(model_dir / "tokenizer.json", out_dir / "tokenizer.json")

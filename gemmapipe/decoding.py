@@ -1,0 +1,138 @@
+"""Grammar-constrained greedy decoding on CTranslate2 ("optimistic" decoding).
+
+CTranslate2 has no logits-processor hook in Python, so the grammar is applied around it:
+
+1. *Free run*: the model decodes greedily; a per-step callback feeds each token to the record's llguidance
+   matcher and stops that record at the first token the grammar rejects (or when its answer is complete).
+2. *Repair*: for every stopped record, one batched step returns the full next-token distribution for the
+   accepted prefix; the grammar's mask is applied, the best allowed token is taken, plus any tokens the
+   grammar forces next. Then back to 1 for those records.
+
+A well-trained adapter makes repairs rare, so the common case is one free run per batch. Every accepted
+token has passed the grammar, so the answer always parses.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from llguidance import LLMatcher
+from llguidance.numpy import allocate_token_bitmask, apply_token_bitmask_inplace, fill_next_token_bitmask
+
+from .tokenizer import GemmaTokenizer
+
+
+class Cancelled(Exception):
+    """Decoding was stopped through the ``cancel`` event (for instance on Ctrl-C)."""
+
+
+@dataclass
+class DecodeState:
+    """One record's decoding: its prompt, the tokens accepted so far and how it ended."""
+
+    prompt_ids: list[int]
+    matcher: LLMatcher
+    limit: int
+    stop_ids: tuple[int, ...]
+    accepted: list[int] = field(default_factory=list)
+    repairs: int = 0
+    done: bool = False
+    truncated: bool = False
+    rejected: bool = False
+    grammar_error: str | None = None
+
+    def accept(self, token: int) -> bool:
+        """Feed one token to the grammar; False (and nothing changes) if the grammar rejects it."""
+        if self.matcher.try_consume_tokens([token]) != 1:
+            return False
+        if token not in self.stop_ids:  # the stop token itself is not part of the answer
+            self.accepted.append(token)
+        if self.matcher.is_stopped():
+            self.done = True
+        elif len(self.accepted) >= self.limit:
+            self.done = self.truncated = True
+        return True
+
+
+def decode_batch(
+    generator,  # ctranslate2.Generator  # type: ignore[no-untyped-def]
+    tokenizer: GemmaTokenizer,
+    states: list[DecodeState],
+    cancel: threading.Event | None = None,
+) -> None:
+    """Decode every state to completion (in place). Raises :class:`Cancelled` if ``cancel`` gets set."""
+    end_tokens = tokenizer.tokens(list(tokenizer.stop_ids))
+    while True:
+        for state in states:
+            _take_forced(state)
+        active = [s for s in states if not s.done]
+        if not active:
+            return
+        _free_run(generator, tokenizer, active, end_tokens, cancel)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        stopped = [s for s in active if not s.done]
+        for state in stopped:
+            if not state.rejected and state.matcher.is_accepting():
+                state.done = True  # the model stopped where the grammar may stop
+        to_repair = [s for s in stopped if not s.done]
+        if to_repair:
+            _repair(generator, tokenizer, to_repair)
+
+
+def _take_forced(state: DecodeState) -> None:
+    """Append the tokens the grammar allows as the only continuation (for instance ``{"`` at the start)."""
+    if state.done:
+        return
+    for token in state.matcher.compute_ff_tokens():
+        if state.done or not state.accept(token):
+            break
+
+
+def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type: ignore[no-untyped-def]
+    for state in active:
+        state.rejected = False
+
+    def on_token(step) -> bool:  # type: ignore[no-untyped-def]
+        if cancel is not None and cancel.is_set():
+            return True
+        state = active[step.batch_id]
+        if state.done:
+            return True
+        if not state.accept(step.token_id):
+            state.rejected = True
+            return True
+        return state.done
+
+    prefixes = [tokenizer.tokens(s.prompt_ids + s.accepted) for s in active]
+    generator.generate_batch(
+        prefixes,
+        max_length=max(s.limit - len(s.accepted) for s in active) + 1,
+        include_prompt_in_result=False,
+        end_token=end_tokens,
+        sampling_topk=1,
+        beam_size=1,
+        callback=on_token,
+    )
+
+
+def _repair(generator, tokenizer, states) -> None:  # type: ignore[no-untyped-def]
+    prefixes = [tokenizer.tokens(s.prompt_ids + s.accepted) for s in states]
+    results = generator.generate_batch(
+        prefixes, max_length=1, include_prompt_in_result=False, return_logits_vocab=True, beam_size=1
+    )
+    vocab = tokenizer.guidance.vocab_size
+    mask = allocate_token_bitmask(1, vocab)
+    for state, result in zip(states, results):
+        logits = np.array(result.logits[0], dtype=np.float32).reshape(1, -1)
+        fill_next_token_bitmask(state.matcher, mask, 0)
+        if logits.shape[1] < vocab:  # a model whose output layer is smaller than the tokenizer's vocabulary
+            logits = np.pad(logits, ((0, 0), (0, vocab - logits.shape[1])), constant_values=-np.inf)
+        apply_token_bitmask_inplace(logits, mask)
+        best = int(np.argmax(logits[0]))
+        state.repairs += 1
+        if not np.isfinite(logits[0, best]) or not state.accept(best):
+            state.done = True
+            state.grammar_error = state.matcher.get_error() or "the grammar allows no next token"

@@ -1,0 +1,178 @@
+"""The engine: Gemma 3 on CTranslate2, loaded once, turning prompts into schema-valid JSON.
+
+This module and :mod:`gemmapipe.decoding` are the only ones that touch ``ctranslate2`` at run time.
+
+    from gemmapipe.engine import Engine
+    from gemmapipe.grammar import compile_schema
+    from gemmapipe.prompts import chat_prompt
+
+    engine = Engine.load()                       # prepares the model on first use, then ~1 s
+    schema = compile_schema({"type": "object", ...})
+    results = engine.generate([chat_prompt("Extract ...", text)], schema)
+    results[0].value                             # a dict that validates against the schema, or None
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .decoding import DecodeState, decode_batch
+from .errors import SetupError
+from .grammar import CompiledSchema
+from .models import BaseSource, ModelStore, check_compute_type
+from .prompts import Prompt
+from .tokenizer import GemmaTokenizer
+
+DEFAULT_MAX_NEW_TOKENS = 256
+DEFAULT_MAX_INPUT_TOKENS = 4096
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The answer for one prompt: a schema-valid ``value``, or an ``error`` (then ``value`` is None).
+
+    ``error_type`` is one of ``input_too_long``, ``output_truncated``, ``schema_violation``, ``grammar_error``.
+    """
+
+    value: Any
+    text: str
+    error: str | None = None
+    error_type: str | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    repairs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Engine:
+    """A loaded model. Create it once per process (:meth:`load`) and call :meth:`generate` with many prompts."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        compute_type: str = "int8",
+        threads: int | None = None,
+        inter_threads: int = 1,
+    ) -> None:
+        import ctranslate2
+
+        check_compute_type(compute_type)
+        self.model_dir = Path(model_dir)
+        self.compute_type = compute_type
+        self.threads = threads or os.cpu_count() or 1
+        try:
+            self.generator = ctranslate2.Generator(
+                str(self.model_dir),
+                device="cpu",
+                compute_type=compute_type,
+                inter_threads=inter_threads,
+                intra_threads=self.threads,
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise SetupError(
+                f"cannot load the model in {self.model_dir}: {exc}",
+                "delete that cache folder and run `gemmapipe prepare` again",
+            ) from exc
+        self.tokenizer = GemmaTokenizer(self.model_dir / "tokenizer.json")
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        adapter: str | os.PathLike[str] | None = None,
+        compute_type: str = "int8",
+        threads: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        base: BaseSource | None = None,
+        store: ModelStore | None = None,
+    ) -> Engine:
+        """Prepare (first use only) and load the base model, merged with ``adapter`` if one is given."""
+        store = store or ModelStore(cache_dir, base)
+        model_dir = store.ctranslate2_dir(Path(adapter) if adapter else None, compute_type)
+        return cls(model_dir, compute_type=compute_type, threads=threads)
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        schema: CompiledSchema,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        cancel: threading.Event | None = None,
+    ) -> list[Generation]:
+        """Answer every prompt under ``schema``; results come back in the order of ``prompts``.
+
+        Prompts are grouped by token length into batches of ``batch_size`` (CTranslate2 prefills a batch
+        only up to its shortest prompt). Raises :class:`gemmapipe.decoding.Cancelled` when ``cancel`` is set.
+        """
+        encoded = [self.tokenizer.encode_prompt(p) for p in prompts]
+        results: list[Generation | None] = [None] * len(prompts)
+        runnable = []
+        for index, ids in enumerate(encoded):
+            if len(ids) > max_input_tokens:
+                results[index] = Generation(
+                    None,
+                    "",
+                    f"the input is {len(ids)} tokens long; the limit is {max_input_tokens}",
+                    "input_too_long",
+                    prompt_tokens=len(ids),
+                )
+            else:
+                runnable.append(index)
+        runnable.sort(key=lambda i: len(encoded[i]))
+        guidance = self.tokenizer.guidance
+        for start in range(0, len(runnable), max(1, batch_size)):
+            batch = runnable[start : start + batch_size]
+            from llguidance import LLMatcher
+
+            states = [DecodeState(encoded[i], LLMatcher(guidance, schema.grammar, log_level=0), max_new_tokens, self.tokenizer.stop_ids) for i in batch]
+            with self._lock:
+                decode_batch(self.generator, self.tokenizer, states, cancel)
+            for index, state in zip(batch, states):
+                results[index] = self._finish(state, schema)
+        return [r for r in results if r is not None]
+
+    def _finish(self, state: DecodeState, schema: CompiledSchema) -> Generation:
+        text = self.tokenizer.decode(state.accepted)
+        counts = {"prompt_tokens": len(state.prompt_ids), "output_tokens": len(state.accepted), "repairs": state.repairs}
+        if state.truncated:
+            return Generation(
+                None,
+                text,
+                f"output truncated: the answer did not end within {state.limit} tokens",
+                "output_truncated",
+                **counts,
+            )
+        if state.grammar_error:
+            return Generation(None, text, f"grammar error: {state.grammar_error}", "grammar_error", **counts)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:  # the grammar should make this impossible; never pass it on
+            return Generation(None, text, f"the answer is not valid JSON: {exc}", "schema_violation", **counts)
+        problems = schema.errors(value)
+        if problems:
+            return Generation(None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts)
+        return Generation(value, text, **counts)
+
+    def close(self) -> None:
+        """Release the model now (CTranslate2 may complain if it is still alive at interpreter exit)."""
+        generator = getattr(self, "generator", None)
+        if generator is not None:
+            del self.generator
+            del generator
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

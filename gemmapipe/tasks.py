@@ -1,0 +1,167 @@
+"""Tasks and task kinds: what plugins register and what the command runs.
+
+A :class:`TaskKind` (``extract``, ``classify``, ``rewrite``...) becomes a subcommand. A :class:`Task` is a
+kind + name + JSON Schema + optional LoRA adapter + prompt (instruction and optional examples).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .errors import PluginError, SchemaError, TaskNotFound
+from .grammar import CompiledSchema, canonical_json, compile_schema, load_schema_text
+from .prompts import Prompt, chat_prompt, describe_schema
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """A family of tasks with its own subcommand, e.g. ``extract``.
+
+    ``instruction`` builds the instruction for an ad-hoc ``--schema FILE.json`` from that schema.
+    ``generic_adapter`` (optional) is an adapter trained to follow any schema of this kind.
+    """
+
+    name: str
+    help: str
+    instruction: Callable[[dict[str, Any]], str]
+    generic_adapter: Path | None = None
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One runnable task. Fields:
+
+    - ``schema``: the JSON Schema every answer validates against (draft 2020-12).
+    - ``instruction``: opens the prompt; an adapter is trained with it, so keep it fixed once trained.
+    - ``adapter``: a PEFT LoRA folder (see ``gemmapipe train``); ``None`` runs the base model.
+    - ``examples``: few-shot (input text, answer value) pairs put in the prompt before the record.
+    - ``input_text``: builds the model's input from a JSON record (default: the text field alone); it lets a
+      task use the record's other fields.
+    """
+
+    name: str
+    kind: str
+    schema: dict[str, Any]
+    instruction: str
+    adapter: Path | None = None
+    examples: tuple[tuple[str, Any], ...] = ()
+    description: str = ""
+    max_new_tokens: int | None = None
+    input_text: Callable[[str, Mapping[str, Any] | None], str] | None = None
+    plugin: str = ""
+    schema_source: str = ""
+
+    @cached_property
+    def compiled(self) -> CompiledSchema:
+        return compile_schema(self.schema)
+
+    def prompt(self, text: str, record: Mapping[str, Any] | None = None) -> Prompt:
+        """The prompt for one record (``text`` from the text field; ``record`` the whole JSON object if any)."""
+        body = self.input_text(text, record) if self.input_text else text
+        shots = [(t, canonical_json(v, self.schema)) for t, v in self.examples]
+        return chat_prompt(self.instruction, body, shots)
+
+    def with_examples(self, examples: list[tuple[str, Any]]) -> Task:
+        return replace(self, examples=tuple(examples))
+
+    @property
+    def trained(self) -> bool:
+        return self.adapter is not None
+
+
+def adhoc_task(kind: TaskKind, schema_path: Path, name: str | None = None) -> Task:
+    """A task for a schema file that no plugin registered: the kind's generic instruction and adapter."""
+    try:
+        text = schema_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SchemaError(f"cannot read the schema file {schema_path}: {exc.strerror}", "check the path") from exc
+    schema = load_schema_text(text, str(schema_path))
+    return Task(
+        name=name or schema_path.stem,
+        kind=kind.name,
+        schema=schema,
+        instruction=kind.instruction(schema),
+        adapter=kind.generic_adapter,
+        description=f"ad-hoc schema {schema_path}",
+        plugin="(ad-hoc)",
+        schema_source=str(schema_path),
+    )
+
+
+def read_examples(path: Path, schema: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Few-shot examples from a JSONL file of ``{"text": ..., "expected": {...}}`` (the datasets' format)."""
+    examples = []
+    validator = compile_schema(schema).validator
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                text, expected = item["text"], item["expected"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise SchemaError(
+                    f"{path}:{number} is not an example record ({exc})",
+                    'each line must be {"text": "...", "expected": {...}}',
+                ) from exc
+            problems = [e.message for e in validator.iter_errors(expected)]
+            if problems:
+                raise SchemaError(f"{path}:{number}: the expected answer breaks the schema: {problems[0]}")
+            examples.append((text, expected))
+    return examples
+
+
+def generic_instruction(verb: str) -> Callable[[dict[str, Any]], str]:
+    """An instruction builder for ad-hoc schemas: the verb, then the fields the schema asks for."""
+
+    def build(schema: dict[str, Any]) -> str:
+        title = schema.get("title") or schema.get("description") or ""
+        fields = describe_schema(schema)
+        return " ".join(part for part in (verb, title, fields, "Answer with JSON.") if part)
+
+    return build
+
+
+@dataclass
+class Registry:
+    """Everything plugins registered: kinds and tasks by name, and the plugins that failed to load."""
+
+    kinds: dict[str, TaskKind] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def add_kind(self, kind: TaskKind) -> None:
+        if kind.name in self.kinds:
+            other = self.kinds[kind.name].plugin
+            raise PluginError(
+                f"task kind {kind.name!r} is registered twice: by plugin {other!r} and by plugin {kind.plugin!r}",
+                f"disable one of them with GEMMAPIPE_DISABLE_PLUGINS={kind.plugin}",
+            )
+        self.kinds[kind.name] = kind
+
+    def add_task(self, task: Task) -> None:
+        if task.name in self.tasks:
+            other = self.tasks[task.name].plugin
+            raise PluginError(
+                f"task {task.name!r} is registered twice: by plugin {other!r} and by plugin {task.plugin!r}",
+                f"disable one of them with GEMMAPIPE_DISABLE_PLUGINS={task.plugin} (or {other})",
+            )
+        self.tasks[task.name] = task
+
+    def task(self, name: str, kind: str | None = None) -> Task:
+        """The task called ``name`` (of ``kind``, if given), or :class:`TaskNotFound` listing the choices."""
+        task = self.tasks.get(name)
+        if task is None or (kind is not None and task.kind != kind):
+            choices = sorted(t.name for t in self.tasks.values() if kind is None or t.kind == kind)
+            broken = f" (plugins that failed to load: {', '.join(self.failures)})" if self.failures else ""
+            raise TaskNotFound(
+                f"no {kind + ' ' if kind else ''}task named {name!r}{broken}",
+                f"choose one of: {', '.join(choices) or '(none)'}, or pass a schema file: --schema path/to/schema.json",
+            )
+        return task
