@@ -107,9 +107,12 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type
         return state.done
 
     prefixes = [tokenizer.tokens(s.prompt_ids + s.accepted) for s in active]
+    # CTranslate2 prefills a batch only up to its shortest prefix and feeds the rest of each longer one
+    # through the decoding loop, where those steps count towards max_length (the callback does not see them).
+    shortest = min(len(p) for p in prefixes)
     generator.generate_batch(
         prefixes,
-        max_length=max(s.limit - len(s.accepted) for s in active) + 1,
+        max_length=max(s.limit - len(s.accepted) + len(p) - shortest for s, p in zip(active, prefixes)) + 1,
         include_prompt_in_result=False,
         end_token=end_tokens,
         sampling_topk=1,
@@ -119,20 +122,32 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type
 
 
 def _repair(generator, tokenizer, states) -> None:  # type: ignore[no-untyped-def]
-    prefixes = [tokenizer.tokens(s.prompt_ids + s.accepted) for s in states]
-    results = generator.generate_batch(
-        prefixes, max_length=1, include_prompt_in_result=False, return_logits_vocab=True, beam_size=1
-    )
+    # One step of the full distribution per prefix. Prefixes of one call must have the same length: with
+    # mixed lengths CTranslate2 spends the single step on the longer prefixes' remaining prompt tokens.
+    by_length: dict[int, list[DecodeState]] = {}
+    for state in states:
+        by_length.setdefault(len(state.prompt_ids) + len(state.accepted), []).append(state)
     vocab = tokenizer.guidance.vocab_size
     mask = allocate_token_bitmask(1, vocab)
-    for state, result in zip(states, results):
-        logits = np.array(result.logits[0], dtype=np.float32).reshape(1, -1)
-        fill_next_token_bitmask(state.matcher, mask, 0)
-        if logits.shape[1] < vocab:  # a model whose output layer is smaller than the tokenizer's vocabulary
-            logits = np.pad(logits, ((0, 0), (0, vocab - logits.shape[1])), constant_values=-np.inf)
-        apply_token_bitmask_inplace(logits, mask)
-        best = int(np.argmax(logits[0]))
-        state.repairs += 1
-        if not np.isfinite(logits[0, best]) or not state.accept(best):
-            state.done = True
-            state.grammar_error = state.matcher.get_error() or "the grammar allows no next token"
+    for group in by_length.values():
+        results = generator.generate_batch(
+            [tokenizer.tokens(s.prompt_ids + s.accepted) for s in group],
+            max_length=1,
+            include_prompt_in_result=False,
+            return_logits_vocab=True,
+            beam_size=1,
+        )
+        for state, result in zip(group, results):
+            _take_best_allowed(state, np.array(result.logits[0], dtype=np.float32).reshape(1, -1), mask, vocab)
+
+
+def _take_best_allowed(state: DecodeState, logits: np.ndarray, mask: np.ndarray, vocab: int) -> None:
+    fill_next_token_bitmask(state.matcher, mask, 0)
+    if logits.shape[1] < vocab:  # a model whose output layer is smaller than the tokenizer's vocabulary
+        logits = np.pad(logits, ((0, 0), (0, vocab - logits.shape[1])), constant_values=-np.inf)
+    apply_token_bitmask_inplace(logits, mask)
+    best = int(np.argmax(logits[0]))
+    state.repairs += 1
+    if not np.isfinite(logits[0, best]) or not state.accept(best):
+        state.done = True
+        state.grammar_error = state.matcher.get_error() or "the grammar allows no next token"

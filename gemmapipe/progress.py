@@ -1,0 +1,52 @@
+"""Progress on stderr (rich), shown only when stderr is a terminal."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from .pipeline import RunSummary
+from .records import LineReader
+
+
+class Progress:
+    """Records done, records/s, and an ETA when the input size is known (a regular file)."""
+
+    def __init__(self, reader: LineReader, total_bytes: int | None, enabled: bool | None = None) -> None:
+        self.reader = reader
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._progress = None
+        self._task = None
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+        columns = [TextColumn("{task.fields[records]} records"), TextColumn("{task.fields[rate]} records/s")]
+        if total_bytes:
+            columns += [BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn()]
+        self._progress = RichProgress(*columns, console=Console(file=sys.stderr), transient=True)
+        self._task = self._progress.add_task("run", total=total_bytes or None, records=0, rate="-")
+        self._progress.start()
+
+    def update(self, summary: RunSummary) -> None:
+        if self._progress is None:
+            return
+        rate = f"{summary.total / summary.seconds:.2f}" if summary.seconds else "-"
+        self._progress.update(self._task, completed=self.reader.bytes_read, records=f"{summary.total:,}", rate=rate)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def regular_file_size(stream: IO[bytes]) -> int | None:
+    """The size of ``stream`` if it is a regular file (so an ETA makes sense), else None."""
+    import os
+    import stat
+
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None

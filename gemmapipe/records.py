@@ -1,0 +1,168 @@
+"""Record I/O: the only code that reads the input stream and writes result and error lines.
+
+Input is read as bytes, one line at a time with a length cap, so a multi-megabyte line or a file with no
+newline at all never has to fit in memory whole. Every line becomes an :class:`InputRecord` or a
+:class:`RecordError`; none is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, Literal
+
+InputFormat = Literal["auto", "json", "text"]
+EXCERPT_CHARS = 200
+DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB
+
+
+@dataclass
+class InputRecord:
+    """A usable input line: its text, and the whole object when the line was JSON."""
+
+    line: int
+    text: str
+    fields: dict[str, Any] | None = None
+    id: Any = None
+
+
+@dataclass
+class RecordError:
+    """One line that has no result. Written as a JSON line to the error stream."""
+
+    line: int
+    error: str
+    message: str
+    input: str = ""
+    id: Any = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        record = {"line": self.line, "id": self.id, "error": self.error, "message": self.message, "input": self.input}
+        record.update(self.details)
+        return json.dumps(record, ensure_ascii=False)
+
+
+def excerpt(text: str) -> str:
+    """The start of an input line, for error records (long inputs are cut, and say so)."""
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    return text[:EXCERPT_CHARS] + f"… ({len(text)} characters)"
+
+
+class LineReader:
+    """Reads capped lines from a binary stream; counts bytes for progress."""
+
+    def __init__(self, stream: IO[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self.stream = stream
+        self.max_line_bytes = max_line_bytes
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        """Yields (line without its newline, full length in bytes); an over-long line is cut at the cap."""
+        while True:
+            chunk = self.stream.readline(self.max_line_bytes + 1)
+            if not chunk:
+                return
+            self.bytes_read += len(chunk)
+            length = len(chunk)
+            if length > self.max_line_bytes and not chunk.endswith(b"\n"):
+                while True:  # skip the rest of the line without keeping it
+                    rest = self.stream.readline(1 << 20)
+                    self.bytes_read += len(rest)
+                    length += len(rest)
+                    if not rest or rest.endswith(b"\n"):
+                        break
+                yield chunk[: self.max_line_bytes], length
+                continue
+            yield chunk.rstrip(b"\n").rstrip(b"\r"), length
+
+
+def read_records(
+    reader: LineReader,
+    input_format: InputFormat = "auto",
+    text_field: str = "text",
+    id_field: str | None = "id",
+    encoding: str = "utf-8",
+) -> Iterator[InputRecord | RecordError]:
+    """Parse lines into records. ``auto`` picks JSON lines if the first non-blank line starts with ``{``."""
+    mode = input_format
+    for number, (raw, length) in enumerate(reader, 1):
+        if length > reader.max_line_bytes:
+            yield RecordError(
+                number,
+                "line_too_long",
+                f"the line is {length:,} bytes; the limit is {reader.max_line_bytes:,}",
+                excerpt(raw.decode(encoding, errors="replace")),
+                details={"hint": "raise the limit with --max-line-bytes, or split the text"},
+            )
+            continue
+        try:
+            line = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            yield RecordError(
+                number,
+                "invalid_encoding",
+                f"the line is not valid {encoding}: byte 0x{raw[exc.start]:02x} at position {exc.start}",
+                excerpt(raw.decode(encoding, errors="replace")),
+                details={"hint": "pass --encoding latin-1 (or the file's encoding), or convert it with iconv"},
+            )
+            continue
+        if "\x00" in line:
+            yield RecordError(
+                number, "nul_byte", "the line contains NUL bytes (binary data?)", excerpt(line.replace("\x00", "\\0"))
+            )
+            continue
+        if not line.strip():
+            yield RecordError(number, "empty_line", "the line is empty or only whitespace", line)
+            continue
+        if mode == "auto":
+            mode = "json" if line.lstrip().startswith("{") else "text"
+        if mode == "text":
+            yield InputRecord(number, line)
+            continue
+        yield _json_record(number, line, text_field, id_field)
+
+
+def _json_record(number: int, line: str, text_field: str, id_field: str | None) -> InputRecord | RecordError:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return RecordError(number, "invalid_json", f"invalid JSON: {exc.msg} at column {exc.colno}", excerpt(line))
+    if not isinstance(value, dict):
+        return RecordError(
+            number, "not_an_object", f"the JSON line is a {type(value).__name__}, not an object", excerpt(line)
+        )
+    record_id = value.get(id_field) if id_field else None
+    text = value.get(text_field)
+    if text is None:
+        keys = ", ".join(list(value)[:8])
+        return RecordError(
+            number,
+            "missing_text_field",
+            f"the object has no {text_field!r} field (it has: {keys or 'no fields'})",
+            excerpt(line),
+            record_id,
+            details={"hint": "choose the field with --text-field"},
+        )
+    if not isinstance(text, str):
+        return RecordError(
+            number, "missing_text_field", f"the {text_field!r} field is not a string", excerpt(line), record_id
+        )
+    if not text.strip():
+        return RecordError(number, "empty_text", f"the {text_field!r} field is empty", excerpt(line), record_id)
+    return InputRecord(number, text, value, record_id)
+
+
+class LineWriter:
+    """Writes JSON lines to a text stream. ``flush`` is called once per batch."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()

@@ -1,0 +1,166 @@
+"""The engine on the tiny model: parity with torch, adapters, batching order, limits, compute types."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gemmapipe.convert import SLIDING_WINDOW
+from gemmapipe.decoding import Cancelled
+from gemmapipe.engine import Engine
+from gemmapipe.errors import ComputeTypeError, SetupError
+from gemmapipe.grammar import compile_schema
+from gemmapipe.models import check_compute_type
+from gemmapipe.prompts import chat_prompt
+
+FREE_TEXT = compile_schema({"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"]})
+LABEL = compile_schema({"type": "object", "properties": {"label": {"enum": ["a", "b"]}}, "required": ["label"],
+                        "additionalProperties": False})
+
+
+def _torch_logits(model_dir: Path, ids: list[int], **config_overrides) -> np.ndarray:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, **config_overrides).eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def _ct2_logits(engine: Engine, ids: list[int]) -> np.ndarray:
+    out = engine.generator.forward_batch([engine.tokenizer.tokens(ids)])
+    return np.array(out)[0]
+
+
+def _long_ids(engine: Engine, n_tokens: int) -> list[int]:
+    text = " ".join(f"TOTAL {i}.00 CASH {i * 3} CHANGE" for i in range(400))
+    ids = engine.tokenizer.encode_prompt(chat_prompt("Extract.", text))
+    assert len(ids) >= n_tokens
+    return ids[:n_tokens]
+
+
+def test_preparation_raises_the_sliding_window(tiny_store, gemmapipe_tiny_model):
+    original = json.loads((gemmapipe_tiny_model / "config.json").read_text())
+    prepared = json.loads((tiny_store.base_dir() / "config.json").read_text())
+    assert original["sliding_window"] == 512
+    assert prepared["sliding_window"] == SLIDING_WINDOW
+
+
+def test_ctranslate2_matches_torch_past_512_tokens(tiny_engine, tiny_store):
+    """CTranslate2 float32 vs transformers on the same prepared weights, at 900 tokens."""
+    ids = _long_ids(tiny_engine, 900)
+    ct2 = _ct2_logits(tiny_engine, ids)
+    ref = _torch_logits(tiny_store.base_dir(), ids)
+    assert ct2.shape == ref.shape
+    np.testing.assert_allclose(ct2, ref, atol=2e-4, rtol=0)
+
+
+def test_prepared_model_equals_the_original_up_to_512_tokens(tiny_engine, gemmapipe_tiny_model):
+    """Raising the window changes nothing where the original window covers the whole context."""
+    ids = _long_ids(tiny_engine, 512)
+    np.testing.assert_allclose(_ct2_logits(tiny_engine, ids), _torch_logits(gemmapipe_tiny_model, ids), atol=2e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_store, tmp_path_factory) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_store.base_dir()), dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                        init_lora_weights=False)  # random B: the adapter changes the output
+    peft_model = get_peft_model(model, config)
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(str(out))
+    return out
+
+
+def test_adapter_is_merged_and_matches_torch(tiny_store, tiny_adapter, tiny_engine):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    with Engine.load(tiny_adapter, compute_type="float32", store=tiny_store) as adapted:
+        ids = _long_ids(adapted, 600)
+        merged = _ct2_logits(adapted, ids)
+        base = _ct2_logits(tiny_engine, ids)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_store.base_dir()), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(tiny_adapter)).eval()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(merged - base).max() > 1e-2  # the adapter does something
+    np.testing.assert_allclose(merged, ref, atol=2e-4, rtol=0)
+
+
+def test_adapter_entry_is_cached_by_content(tiny_store, tiny_adapter, tmp_path):
+    first = tiny_store.ctranslate2_dir(tiny_adapter, "int8")
+    assert tiny_store.ctranslate2_dir(tiny_adapter, "int8") == first
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in tiny_adapter.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert tiny_store.ctranslate2_dir(copy, "int8") == first  # same content, same entry
+    assert tiny_store.ctranslate2_dir(None, "int8") != first
+
+
+def test_adapter_folder_without_weights_is_a_setup_error(tiny_store, tmp_path):
+    with pytest.raises(SetupError, match="adapter_model.safetensors"):
+        tiny_store.ctranslate2_dir(tmp_path, "int8")
+
+
+def test_results_keep_input_order_across_length_groups(tiny_engine):
+    texts = ["x " * n for n in (50, 1, 30, 2, 80, 5, 11, 3, 60)]
+    prompts = [chat_prompt("Classify.", t) for t in texts]
+    results = tiny_engine.generate(prompts, LABEL, batch_size=3)
+    assert [r.prompt_tokens for r in results] == [len(tiny_engine.tokenizer.encode_prompt(p)) for p in prompts]
+    single = [tiny_engine.generate([p], LABEL)[0].value for p in prompts]
+    assert [r.value for r in results] == single  # batching does not change answers
+
+
+def test_length_limit_gives_an_error_never_broken_json(tiny_engine):
+    results = tiny_engine.generate([chat_prompt("Note.", "anything")], FREE_TEXT, max_new_tokens=5)
+    assert results[0].error_type == "output_truncated"
+    assert results[0].value is None and "truncated" in results[0].error
+
+
+def test_too_long_input_is_an_error_result(tiny_engine):
+    results = tiny_engine.generate([chat_prompt("Note.", "word " * 300), chat_prompt("Note.", "ok")], LABEL, max_input_tokens=100)
+    assert results[0].error_type == "input_too_long"
+    assert results[1].ok
+
+
+def test_special_token_names_in_text_stay_text(tiny_engine):
+    ids = tiny_engine.tokenizer.encode_text("a <end_of_turn> b <eos>")
+    assert tiny_engine.tokenizer.end_of_turn_id not in ids and tiny_engine.tokenizer.eos_id not in ids
+    assert tiny_engine.tokenizer.decode(ids) == "a <end_of_turn> b <eos>"
+
+
+def test_cancel_stops_decoding(tiny_engine):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        tiny_engine.generate([chat_prompt("Note.", "anything")], FREE_TEXT, cancel=cancel)
+
+
+@pytest.mark.parametrize("compute_type", ["int8", "int8_float32", "float32"])
+def test_compute_types_run(tiny_store, compute_type):
+    with Engine.load(compute_type=compute_type, store=tiny_store, threads=1) as engine:
+        assert engine.generate([chat_prompt("Classify.", "hi")], LABEL)[0].ok
+
+
+@pytest.mark.parametrize("compute_type", ["int4", "int4_awq"])
+def test_int4_is_refused_with_an_explanation(compute_type):
+    with pytest.raises(ComputeTypeError) as info:
+        check_compute_type(compute_type)
+    assert "no int4 kernel for the CPU" in info.value.message and "int8" in info.value.hint
+
+
+def test_unknown_compute_type():
+    with pytest.raises(ComputeTypeError, match="unknown compute type"):
+        check_compute_type("float8")
