@@ -53,10 +53,16 @@ def hash_files(paths: list[Path]) -> str:
 
 
 @contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def _locked(lock_path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path``; call ``on_wait`` first if another process holds it."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -87,9 +93,7 @@ def ensure_entry(
             f"point --cache-dir or ${CACHE_ENV} at a writable folder",
         ) from exc
     lock_path = root / "locks" / f"{kind}-{key}.lock"
-    if on_wait is not None and _is_locked(lock_path):
-        on_wait()
-    with _locked(lock_path):
+    with _locked(lock_path, on_wait):
         if (final / MANIFEST).is_file():  # somebody else built it while we waited
             return final
         _remove_stale(final.parent, key)
@@ -105,18 +109,6 @@ def ensure_entry(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return final
-
-
-def _is_locked(lock_path: Path) -> bool:
-    if not lock_path.exists():
-        return False
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
 
 
 def _remove_stale(folder: Path, key: str) -> None:

@@ -143,8 +143,6 @@ def make_kind_command(kind: TaskKind) -> click.Command:
 
 
 def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Path | None) -> Task:
-    from dataclasses import replace
-
     registry = get_plugins().registry()
     if schema.endswith(".json") or (os.sep in schema and Path(schema).exists()):
         task = adhoc_task(kind, Path(schema))
@@ -153,7 +151,7 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
     if examples is not None:
         task = task.with_examples(read_examples(examples, task.schema))
     if adapter is not None:
-        task = replace(task, adapter=adapter)
+        task = apply_adapter(task, adapter)
     task.compiled  # compile now: a bad schema is a usage error before any work
     for note in task.compiled.unenforced:
         click.echo(f"gemmapipe: warning: the grammar does not enforce part of the schema ({note}); "
@@ -165,6 +163,21 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
             err=True,
         )
     return task
+
+
+def apply_adapter(task: Task, adapter: Path) -> Task:
+    """``task`` with ``adapter``; an adapter written by `gemmapipe train` also brings the instruction it learned."""
+    from dataclasses import replace
+
+    from .training import METADATA
+
+    metadata_path = adapter / METADATA
+    if metadata_path.is_file():
+        metadata = json.loads(metadata_path.read_text())
+        if metadata.get("schema") not in (None, task.schema):
+            click.echo(f"gemmapipe: warning: adapter {adapter} was trained for another schema than task {task.name!r}", err=True)
+        return replace(task, adapter=adapter, instruction=metadata.get("instruction", task.instruction))
+    return replace(task, adapter=adapter)
 
 
 def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int:

@@ -27,6 +27,7 @@ ENTRY_POINT_GROUP = "gemmapipe"
 DEFAULT_PLUGINS = (
     "gemmapipe.default_plugins.kinds",
     "gemmapipe.default_plugins.builtin_tasks",
+    "gemmapipe.default_plugins.training_commands",
 )
 
 

@@ -73,6 +73,7 @@ class LineReader:
                     self.bytes_read += len(rest)
                     length += len(rest)
                     if not rest or rest.endswith(b"\n"):
+                        length -= 1 if rest.endswith(b"\n") else 0
                         break
                 yield chunk[: self.max_line_bytes], length
                 continue

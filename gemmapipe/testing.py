@@ -73,5 +73,7 @@ def build_tiny_gemma(out_dir: Path, seed: int = 0, sliding_window: int = 512) ->
     )
     torch.manual_seed(seed)
     model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():  # default init gives logits within about ±1: too flat for a training test to learn
+        model.model.embed_tokens.weight.mul_(20.0)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     return out_dir

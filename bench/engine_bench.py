@@ -1,0 +1,132 @@
+"""Engine benchmark on the real Gemma 3 270M (int8): prints figures, never asserts.
+
+    python bench/engine_bench.py [--records 32] [--threads N] [--json]
+
+Prints, all measured in this one run (the machine is shared and noisy: compare ratios, not absolute numbers):
+- unconstrained decode tokens/s at batch 1, 8 and 32 (same-length prompts, fixed output length);
+- prefill tokens/s (a batch of long prompts, one output token);
+- constrained generation (grammar + repairs) against unconstrained generation on the same prompts at batch 32:
+  output tokens/s of each and their ratio, repairs per record, time in the grammar callback;
+- peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from gemmapipe.engine import Engine  # noqa: E402
+from gemmapipe.plugins import get_plugins  # noqa: E402
+from gemmapipe.prompts import chat_prompt  # noqa: E402
+
+DATA = REPO.parent / "shared" / "datasets"
+
+
+def load_texts(name: str, n: int) -> list[str]:
+    path = DATA / name / "test.jsonl"
+    if not path.exists():
+        path = REPO / "examples" / "receipts.jsonl"
+    texts = [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+    return (texts * (n // max(1, len(texts)) + 1))[:n]
+
+
+def decode_tps(engine: Engine, batch: int, new_tokens: int = 48) -> float:
+    prompt = engine.tokenizer.tokens(engine.tokenizer.encode_prompt(chat_prompt("Describe.", "The capital of France is")))
+    start = time.perf_counter()
+    engine.generator.generate_batch([prompt] * batch, min_length=new_tokens, max_length=new_tokens,
+                                    include_prompt_in_result=False, end_token=[], sampling_topk=1)
+    return batch * new_tokens / (time.perf_counter() - start)
+
+
+def prefill_tps(engine: Engine, texts: list[str], batch: int = 8) -> float:
+    ids = [engine.tokenizer.encode_prompt(chat_prompt("Extract.", t)) for t in texts[:batch]]
+    shortest = min(len(i) for i in ids)
+    prompts = [engine.tokenizer.tokens(i[:shortest]) for i in ids]  # equal lengths: one prefill per batch
+    start = time.perf_counter()
+    engine.generator.generate_batch(prompts, max_length=1, include_prompt_in_result=False)
+    return batch * shortest / (time.perf_counter() - start)
+
+
+def constrained_vs_free(engine: Engine, task_name: str, texts: list[str], batch: int) -> dict[str, float]:
+    task = get_plugins().registry().task(task_name)
+    prompts = [task.prompt(t) for t in texts]
+    import gemmapipe.decoding as decoding
+
+    spent = [0.0]
+    original = decoding.DecodeState.accept
+
+    def timed_accept(self, token):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return original(self, token)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    decoding.DecodeState.accept = timed_accept  # type: ignore[method-assign]
+    start = time.perf_counter()
+    results = engine.generate(prompts, task.compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch)
+    constrained_s = time.perf_counter() - start
+    decoding.DecodeState.accept = original  # type: ignore[method-assign]
+    out_tokens = sum(r.output_tokens for r in results)
+    mean_len = max(1, round(out_tokens / len(results)))
+    # the same prompts, unconstrained, each producing the constrained run's mean answer length
+    encoded = sorted((engine.tokenizer.encode_prompt(p) for p in prompts), key=len)
+    start = time.perf_counter()
+    for i in range(0, len(encoded), batch):
+        engine.generator.generate_batch([engine.tokenizer.tokens(e) for e in encoded[i : i + batch]], min_length=mean_len,
+                                        max_length=mean_len, include_prompt_in_result=False, end_token=[], sampling_topk=1)
+    free_s = time.perf_counter() - start
+    free_tokens = mean_len * len(encoded)
+    return {
+        "task": task_name,
+        "records": len(results),
+        "valid_rate": sum(r.ok for r in results) / len(results),
+        "repairs_per_record": sum(r.repairs for r in results) / len(results),
+        "constrained_tokens_per_s": out_tokens / constrained_s,
+        "free_tokens_per_s": free_tokens / free_s,
+        "constrained_over_free_time_per_token": (constrained_s / out_tokens) / (free_s / free_tokens),
+        "grammar_callback_share": spent[0] / constrained_s,
+        "records_per_s": len(results) / constrained_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    engine = Engine.load(threads=args.threads)
+    _ = engine.tokenizer.guidance
+    figures: dict[str, object] = {"load_seconds": time.perf_counter() - start}
+    for batch in (1, 8, 32):
+        figures[f"decode_tokens_per_s_batch{batch}"] = decode_tps(engine, batch)
+    receipts = load_texts("sroie", args.records)
+    figures["prefill_tokens_per_s_batch8"] = prefill_tps(engine, receipts)
+    figures["banking77_batch32"] = constrained_vs_free(engine, "banking77", load_texts("banking77", args.records), 32)
+    figures["invoice_batch8"] = constrained_vs_free(engine, "invoice", receipts[: max(8, args.records // 4)], 8)
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    engine.close()
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k:40s} {v:.3f}" if isinstance(v, float) else f"  {k:40s} {v}")
+        else:
+            print(f"{key:42s} {value:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""``gemmapipe train`` and ``gemmapipe eval``, added through the ``register_commands`` hook."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..hookspecs import hookimpl
+
+
+def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind: str, adapter: Path | None):  # type: ignore[no-untyped-def]
+    from ..cli import apply_adapter
+    from ..errors import GemmapipeError
+    from ..plugins import get_plugins
+    from ..tasks import adhoc_task
+
+    registry = get_plugins().registry()
+    if (task_name is None) == (schema is None):
+        raise click.UsageError("give either --task NAME or --schema FILE")
+    if task_name is not None:
+        task = registry.task(task_name)
+    else:
+        if kind not in registry.kinds:
+            raise GemmapipeError(f"unknown kind {kind!r}", f"choose one of: {', '.join(registry.kinds)}")
+        task = adhoc_task(registry.kinds[kind], schema)  # type: ignore[arg-type]
+    return apply_adapter(task, adapter) if adapter else task
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    @cli.command(name="eval")
+    @click.option("--task", "task_name", help="A registered task.")
+    @click.option("--schema", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Or an ad-hoc schema file.")
+    @click.option("--kind", default="extract", show_default=True, help="Kind of the ad-hoc schema.")
+    @click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True, help='Labelled JSONL: {"text", "expected"} per line.')
+    @click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Evaluate this adapter instead of the task's own.")
+    @click.option("--limit", type=click.IntRange(1), help="Only the first N records.")
+    @click.option("--ignore-case", is_flag=True, help="Compare case-insensitively (whitespace is always normalised).")
+    @click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True)
+    @click.option("--threads", type=click.IntRange(1), default=None)
+    @click.option("--compute-type", default="int8", show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts and CI).")
+    @click.pass_obj
+    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, ignore_case, batch_size, threads, compute_type, as_json) -> None:  # type: ignore[no-untyped-def]
+        """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
+        from ..cli import _fail
+        from ..engine import Engine
+        from ..errors import GemmapipeError
+        from ..evaluate import evaluate, read_labelled
+        from ..models import ModelStore
+
+        try:
+            task = _task(obj, task_name, schema, kind, adapter)
+            pairs = read_labelled(data, limit)
+            store = ModelStore(obj["cache_dir"], obj["base"])
+            with Engine.load(task.adapter, compute_type, threads, store=store) as engine:
+                report = evaluate(task, engine, pairs, batch_size, ignore_case)
+        except GemmapipeError as exc:
+            _fail(exc)
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{task.name} on {data} ({report.records} records)")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in report.field_exact_match.items():
+            table.add_row(f"exact match: {name}", f"{value:.1%}")
+        table.add_row("mean field exact match" + (" (accuracy)" if len(report.field_exact_match) == 1 else ""), f"{report.mean_field_exact_match:.1%}")
+        table.add_row("whole-record exact match", f"{report.record_exact_match:.1%}")
+        table.add_row("schema-valid answers", f"{report.validity_rate:.1%}")
+        table.add_row("error records", ", ".join(f"{k} {v}" for k, v in report.errors_by_type.items()) or "0")
+        table.add_row("records/s", f"{report.records_per_second:.2f}")
+        Console().print(table)
+
+    @cli.command()
+    @click.option("--task", "task_name", help="A registered task to train an adapter for.")
+    @click.option("--schema", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Or a schema no task has yet.")
+    @click.option("--kind", default="extract", show_default=True, help="Kind of the ad-hoc schema.")
+    @click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True, help='Training JSONL: {"text", "expected"} per line.')
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Adapter folder to write (resumes if it holds a checkpoint).")
+    @click.option("--epochs", type=float, default=2.0, show_default=True)
+    @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
+    @click.option("--learning-rate", type=float, default=2e-4, show_default=True)
+    @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+    @click.option("--rank", type=click.IntRange(1), default=16, show_default=True, help="LoRA rank.")
+    @click.option("--dev-fraction", type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help="Held out from the data for early stopping.")
+    @click.option("--max-tokens", type=click.IntRange(16), default=1024, show_default=True, help="Longer examples are skipped.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
+    @click.option("--eval-every", type=click.IntRange(1), default=100, show_default=True)
+    @click.pass_obj
+    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, dev_fraction, max_tokens, seed, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
+        """Fine-tune a LoRA adapter of Gemma 3 270M for a task (CPU; a GPU if torch sees one).
+
+        Ctrl-C saves a checkpoint; run the same command again to resume.
+        """
+        from ..cli import EXIT_INTERRUPTED, _fail
+        from ..errors import GemmapipeError
+        from ..evaluate import read_labelled
+        from ..models import ModelStore
+        from ..training import TrainConfig, train as run_training
+
+        config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, rank=rank, alpha=2 * rank,
+                             dev_fraction=dev_fraction, max_tokens=max_tokens, seed=seed, max_steps=max_steps,
+                             checkpoint_every=checkpoint_every, eval_every=eval_every)
+        stop = {"requested": False}
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if stop["requested"]:
+                raise KeyboardInterrupt
+            stop["requested"] = True
+            click.echo("\ngemmapipe: stopping after this step (a checkpoint will be saved)", err=True)
+
+        progress = _TrainProgress()
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            task = _task(obj, task_name, schema, kind, None)
+            out.mkdir(parents=True, exist_ok=True)
+            metadata = run_training(task, read_labelled(data), out, ModelStore(obj["cache_dir"], obj["base"]), config,
+                                    on_step=progress.update, should_stop=lambda: stop["requested"])
+        except GemmapipeError as exc:
+            _fail(exc)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            progress.close()
+        click.echo(f"gemmapipe: adapter written to {out} ({metadata['steps']} steps, best dev loss {metadata['metrics']['best_dev_loss']})", err=True)
+        if stop["requested"]:
+            click.echo("gemmapipe: interrupted; run the same command again to resume from the checkpoint", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+class _TrainProgress:
+    """A rich bar with loss and ETA on a terminal; a line every 10 steps otherwise."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("loss {task.fields[loss]}"),
+                                TimeRemainingColumn(), console=Console(file=sys.stderr))
+            self.task = self.bar.add_task("train", total=None, loss="-")
+            self.bar.start()
+
+    def update(self, step: int, total: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, total=total, loss=f"{loss:.4f}")
+        elif step % 10 == 0 or step == total:
+            click.echo(f"gemmapipe: step {step}/{total} loss {loss:.4f}", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,122 @@
+"""Evaluation: run a task over labelled records and score the answers.
+
+Labelled records are JSON lines ``{"text": ..., "expected": {...}}`` (the format of the shared datasets).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine, Generation
+from .errors import SchemaError
+from .tasks import Task
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalise(value: Any, ignore_case: bool = False) -> str:
+    """Whitespace-normalised text of a value (JSON text for non-strings), for exact-match comparison."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    text = _SPACES.sub(" ", text).strip()
+    return text.casefold() if ignore_case else text
+
+
+@dataclass
+class EvalReport:
+    """Scores of one evaluation run. ``field_exact_match`` maps each expected field to its exact-match rate."""
+
+    task: str
+    records: int = 0
+    valid: int = 0
+    field_exact_match: dict[str, float] = field(default_factory=dict)
+    record_exact_match: float = 0.0
+    errors_by_type: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def validity_rate(self) -> float:
+        return self.valid / self.records if self.records else 0.0
+
+    @property
+    def mean_field_exact_match(self) -> float:
+        scores = list(self.field_exact_match.values())
+        return sum(scores) / len(scores) if scores else 0.0
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "records": self.records,
+            "schema_validity_rate": self.validity_rate,
+            "field_exact_match": self.field_exact_match,
+            "mean_field_exact_match": self.mean_field_exact_match,
+            "record_exact_match": self.record_exact_match,
+            "errors_by_type": self.errors_by_type,
+            "records_per_second": self.records_per_second,
+        }
+
+
+def score(task: str, expected: list[dict[str, Any]], generations: list[Generation], ignore_case: bool = False, seconds: float = 0.0) -> EvalReport:
+    """Per-field exact match over the fields of ``expected``; an error result counts as wrong on every field.
+
+    For a classification task (one field) the field's exact match is the accuracy.
+    """
+    fields: list[str] = []
+    for item in expected:
+        fields += [k for k in item if k not in fields]
+    hits: Counter[str] = Counter()
+    whole = 0
+    errors: Counter[str] = Counter()
+    for want, got in zip(expected, generations):
+        if not got.ok:
+            errors[got.error_type or "error"] += 1
+            continue
+        matched = [f for f in want if isinstance(got.value, dict) and f in got.value
+                   and normalise(got.value[f], ignore_case) == normalise(want[f], ignore_case)]
+        hits.update(matched)
+        whole += len(matched) == len(want)
+    n = len(expected)
+    return EvalReport(
+        task=task,
+        records=n,
+        valid=sum(g.ok for g in generations),
+        field_exact_match={f: hits[f] / n if n else 0.0 for f in fields},
+        record_exact_match=whole / n if n else 0.0,
+        errors_by_type=dict(errors),
+        seconds=seconds,
+    )
+
+
+def read_labelled(path: Path, limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """``(text, expected)`` pairs from a labelled JSONL file, with an error naming a bad line."""
+    pairs = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                pairs.append((item["text"], item["expected"]))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise SchemaError(f"{path}:{number} is not a labelled record ({exc})",
+                                  'each line must be {"text": "...", "expected": {...}}') from exc
+            if limit is not None and len(pairs) >= limit:
+                break
+    return pairs
+
+
+def evaluate(task: Task, engine: Engine, data: list[tuple[str, dict[str, Any]]], batch_size: int = 16, ignore_case: bool = False) -> EvalReport:
+    """Run ``task`` over ``data`` and score it."""
+    start = time.perf_counter()
+    generations = engine.generate([task.prompt(text) for text, _ in data], task.compiled,
+                                  max_new_tokens=task.max_new_tokens or 256, batch_size=batch_size)
+    return score(task.name, [want for _, want in data], generations, ignore_case, time.perf_counter() - start)

@@ -1,0 +1,268 @@
+"""LoRA fine-tuning of Gemma 3 270M for one task (torch; CPU by default, a GPU when torch sees one).
+
+The model learns exactly what inference asks of it: the task's prompt (same builder), answered with the
+canonical JSON text the grammar produces, then ``<end_of_turn>``. The loss is computed only at answer
+positions, from the hidden states of those positions (never the full 262k-wide logits of every position).
+The base is the prepared transformers folder, whose sliding window is the one CTranslate2 runs with.
+
+A run writes ``<out>/checkpoint/`` every ``checkpoint_every`` steps and resumes from it when started again
+with the same data and settings (after Ctrl-C or a crash). The result is a PEFT adapter folder plus
+``gemmapipe-adapter.json`` (base, schema, prompt format, data hash, hyper-parameters, metrics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .grammar import canonical_json
+from .models import ModelStore
+from .prompts import PROMPT_FORMAT
+from .tasks import Task
+from .tokenizer import GemmaTokenizer
+
+METADATA = "gemmapipe-adapter.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 2.0
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    rank: int = 16
+    alpha: int = 32
+    dev_fraction: float = 0.1
+    max_tokens: int = 1024
+    seed: int = 0
+    max_steps: int | None = None
+    checkpoint_every: int = 50
+    eval_every: int = 100
+    patience: int = 3
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class Example:
+    prompt: list[int]
+    answer: list[int]
+
+
+def build_examples(task: Task, tokenizer: GemmaTokenizer, data: list[tuple[str, dict[str, Any]]], max_tokens: int) -> list[Example]:
+    """Tokenised (prompt, answer) pairs; the answer is the canonical JSON the grammar lets the model write."""
+    examples = []
+    for text, expected in data:
+        prompt = tokenizer.encode_prompt(task.prompt(text))
+        answer = tokenizer.encode_text(canonical_json(expected, task.schema)) + [tokenizer.end_of_turn_id]
+        if len(prompt) + len(answer) <= max_tokens:
+            examples.append(Example(prompt, answer))
+    return examples
+
+
+def split_dev(data: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """A deterministic train/dev split of the training data (the test split is never touched)."""
+    order = list(range(len(data)))
+    random.Random(seed).shuffle(order)
+    n_dev = int(len(data) * fraction) if fraction > 0 else 0
+    dev = {i for i in order[:n_dev]}
+    return [d for i, d in enumerate(data) if i not in dev], [d for i, d in enumerate(data) if i in dev]
+
+
+def data_hash(data: list[tuple[str, dict[str, Any]]]) -> str:
+    digest = hashlib.sha256()
+    for text, expected in data:
+        digest.update(json.dumps([text, expected], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
+    """Length-bucketed batches in random order (less padding, still shuffled)."""
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].prompt) + len(examples[i].answer), rng.random()))
+    batches = [[examples[i] for i in order[k : k + batch_size]] for k in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _loss(model, batch: list[Example], pad_id: int, device: str):  # type: ignore[no-untyped-def]
+    """Mean cross-entropy over answer tokens only, from the hidden states at answer positions."""
+    import torch
+
+    length = max(len(e.prompt) + len(e.answer) for e in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), length), dtype=torch.long)
+    rows, cols, targets = [], [], []
+    for r, e in enumerate(batch):
+        seq = e.prompt + e.answer
+        ids[r, : len(seq)] = torch.tensor(seq)
+        mask[r, : len(seq)] = 1
+        for k, token in enumerate(e.answer):  # position predicting answer[k] is the one before it
+            rows.append(r)
+            cols.append(len(e.prompt) + k - 1)
+            targets.append(token)
+    ids, mask = ids.to(device), mask.to(device)
+    base = model.get_base_model()
+    hidden = base.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+    logits = base.lm_head(picked).float()
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device))
+
+
+def train(
+    task: Task,
+    data: list[tuple[str, dict[str, Any]]],
+    out_dir: Path,
+    store: ModelStore,
+    config: TrainConfig = TrainConfig(),
+    on_step: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Train an adapter for ``task`` on ``data`` into ``out_dir``; returns the metadata written beside it."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(config.seed)
+    base_dir = store.base_dir()
+    tokenizer = GemmaTokenizer(base_dir / "tokenizer.json")
+    train_data, dev_data = split_dev(data, config.dev_fraction, config.seed)
+    train_set = build_examples(task, tokenizer, train_data, config.max_tokens)
+    dev_set = build_examples(task, tokenizer, dev_data, config.max_tokens)
+    if not train_set:
+        from .errors import GemmapipeError
+
+        raise GemmapipeError("no training example fits", "check the data file, or raise --max-tokens")
+    fingerprint = {"data": data_hash(data), "config": asdict(config), "task": task.name, "instruction": task.instruction,
+                   "schema": task.schema, "base": store.base_description}
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).to(device)
+    checkpoint = out_dir / "checkpoint"
+    state = _load_state(checkpoint, fingerprint)
+    if state is not None:
+        model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
+    else:
+        lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules))
+        model = get_peft_model(model, lora)
+        state = {"step": 0, "best_dev_loss": None, "bad_evals": 0, "history": []}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    if (checkpoint / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total = config.max_steps or max(1, int(steps_per_epoch * config.epochs))
+    autocast = torch.autocast(device, dtype=torch.bfloat16)
+    pad_id = tokenizer.hf.token_to_id("<pad>") or 0
+    best_dir = out_dir / "best"
+    step = state["step"]
+    model.train()
+    epoch_batches: list[list[Example]] = []
+    started = time.monotonic()
+    while step < total:
+        epoch, position = divmod(step, steps_per_epoch)
+        if position == 0 or not epoch_batches:
+            epoch_batches = _batches(train_set, config.batch_size, random.Random(config.seed + epoch))
+        batch = epoch_batches[position % len(epoch_batches)]
+        with autocast:
+            loss = _loss(model, batch, pad_id, device)
+        loss.backward()
+        lr = config.learning_rate * min(1.0, (step + 1) / 20) * max(0.0, 1 - step / total) if total > 20 else config.learning_rate
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad()
+        step += 1
+        state["history"].append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, total, state["history"][-1])
+        stop_early = False
+        if dev_set and (step % config.eval_every == 0 or step == total):
+            dev_loss = evaluate_loss(model, dev_set, pad_id, device, config.batch_size)
+            state.setdefault("dev", []).append([step, dev_loss])
+            if state["best_dev_loss"] is None or dev_loss < state["best_dev_loss"]:
+                state["best_dev_loss"], state["bad_evals"] = dev_loss, 0
+                model.save_pretrained(str(best_dir))
+            else:
+                state["bad_evals"] += 1
+                stop_early = state["bad_evals"] >= config.patience
+        interrupted = should_stop is not None and should_stop()
+        if step % config.checkpoint_every == 0 or step == total or stop_early or interrupted:
+            state["step"] = step
+            _save_state(model, optimizer, checkpoint, state, fingerprint)
+        if stop_early or interrupted:
+            break
+    final_source = best_dir if best_dir.exists() else None
+    if final_source is None:
+        model.save_pretrained(str(best_dir))
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy2(best_dir / name, out_dir / name)
+    metadata = {
+        "task": task.name,
+        "kind": task.kind,
+        "instruction": task.instruction,
+        "prompt_format": PROMPT_FORMAT,
+        "schema": task.schema,
+        "base": store.base_description,
+        "data_sha256": fingerprint["data"],
+        "train_examples": len(train_set),
+        "dev_examples": len(dev_set),
+        "hyperparameters": asdict(config),
+        "steps": step,
+        "complete": step >= total or bool(state.get("bad_evals", 0) >= config.patience),
+        "metrics": {"final_train_loss": state["history"][-1] if state["history"] else None,
+                    "best_dev_loss": state["best_dev_loss"], "dev_curve": state.get("dev", [])},
+        "seconds_this_run": time.monotonic() - started,
+        "device": device,
+    }
+    (out_dir / METADATA).write_text(json.dumps(metadata, indent=2))
+    return metadata
+
+
+def evaluate_loss(model, examples: list[Example], pad_id: int, device: str, batch_size: int) -> float:  # type: ignore[no-untyped-def]
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+        for k in range(0, len(examples), batch_size):
+            batch = examples[k : k + batch_size]
+            n = sum(len(e.answer) for e in batch)
+            total += float(_loss(model, batch, pad_id, device)) * n
+            count += n
+    model.train()
+    return total / max(1, count)
+
+
+def _load_state(checkpoint: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    path = checkpoint / "state.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+        return None  # other data or settings: start over rather than mix runs
+    return saved["state"]
+
+
+def _save_state(model, optimizer, checkpoint: Path, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """Write the checkpoint atomically: a crash while saving leaves the previous one intact."""
+    import torch
+
+    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "state": state}))
+    old = checkpoint.with_name(checkpoint.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if checkpoint.exists():
+        checkpoint.rename(old)
+    tmp.rename(checkpoint)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,137 @@
+"""The command line through click's CliRunner (stdout and stderr checked separately)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gemmapipe import __version__
+
+LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham"]}}, "required": ["label"],
+                "additionalProperties": False}
+
+
+@pytest.fixture
+def label_schema(tmp_path):
+    path = tmp_path / "label.json"
+    path.write_text(json.dumps(LABEL_SCHEMA))
+    return str(path)
+
+
+def test_version_and_help(gemmapipe_run):
+    assert __version__ in gemmapipe_run(["--version"]).output
+    help_text = gemmapipe_run(["--help"]).output
+    for command in ("extract", "classify", "rewrite", "tasks", "schema", "plugins", "prepare"):
+        assert command in help_text
+    assert "--text-field" in gemmapipe_run(["extract", "--help"]).output
+
+
+def test_tasks_lists_builtin_tasks(gemmapipe_run):
+    rows = {r["name"]: r for r in map(json.loads, gemmapipe_run(["tasks", "--json"]).stdout.splitlines())}
+    assert rows["invoice"]["kind"] == "extract" and rows["invoice"]["schema"] == "schemas/invoice.json"
+    assert rows["banking77"]["kind"] == "classify"
+    assert rows["redact"]["kind"] == "rewrite"
+    assert rows["invoice"]["plugin"] == "gemmapipe.default_plugins.builtin_tasks"
+
+
+def test_schema_command_prints_the_task_schema(gemmapipe_run):
+    schema = json.loads(gemmapipe_run(["schema", "invoice"]).stdout)
+    assert list(schema["properties"]) == ["company", "date", "address", "total"]
+
+
+def test_plugins_command(gemmapipe_run):
+    out = gemmapipe_run(["plugins"]).stdout
+    assert "gemmapipe.default_plugins.kinds" in out and "register_task_kinds" in out
+
+
+def test_adhoc_schema_run_with_good_and_bad_lines(gemmapipe_run, label_schema):
+    lines = ['{"id": "a", "text": "win money"}', "{oops", '{"id": "b", "text": "see you"}', "", '{"body": 1}']
+    result = gemmapipe_run(["classify", "--schema", label_schema], input="\n".join(lines) + "\n")
+    assert result.exit_code == 1  # some records failed
+    outputs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(outputs) == 2 and all(o["label"] in ("spam", "ham") for o in outputs)
+    errors = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [(e["line"], e["error"]) for e in errors] == [(2, "invalid_json"), (4, "empty_line"), (5, "missing_text_field")]
+    assert "5 records: 2 ok, 3 failed" in result.stderr
+    assert "no trained adapter" in result.stderr
+
+
+def test_all_good_exits_zero_and_envelope_carries_ids(gemmapipe_run, label_schema):
+    result = gemmapipe_run(["classify", "-s", label_schema, "--envelope"], input='{"id": 9, "text": "x"}\n{"text": "y"}\n')
+    assert result.exit_code == 0
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["line"], r["id"]) for r in rows] == [(1, 9), (2, None)]
+    assert rows[0]["result"]["label"] in ("spam", "ham")
+
+
+def test_errors_file_and_fail_fast(gemmapipe_run, label_schema, tmp_path):
+    errors = tmp_path / "errors.jsonl"
+    result = gemmapipe_run(["classify", "-s", label_schema, "--errors", str(errors), "--fail-fast"],
+                           input='{"text": "a"}\n[]\n{"text": "never reached"}\n')
+    assert result.exit_code == 1
+    assert len(result.stdout.splitlines()) == 1
+    assert [json.loads(line)["error"] for line in errors.read_text().splitlines()] == ["not_an_object"]
+    assert "--fail-fast" in result.stderr
+
+
+def test_text_input_and_fields(gemmapipe_run, label_schema):
+    result = gemmapipe_run(["classify", "-s", label_schema, "--format", "text"], input="{not json}\nplain\n")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2
+    result = gemmapipe_run(["classify", "-s", label_schema, "--text-field", "body", "--id-field", "key", "--envelope"],
+                           input='{"key": "k1", "body": "hello"}\n')
+    assert json.loads(result.stdout)["id"] == "k1"
+
+
+def test_registered_task_runs(gemmapipe_run):
+    result = gemmapipe_run(["classify", "--schema", "banking77"], input="I am still waiting on my card?\n")
+    assert result.exit_code == 0
+    assert "intent" in json.loads(result.stdout)
+
+
+def test_examples_file_goes_into_the_prompt(gemmapipe_run, label_schema, tmp_path):
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text('{"text": "cheap pills", "expected": {"label": "spam"}}\n')
+    assert gemmapipe_run(["classify", "-s", label_schema, "--examples", str(shots)], input="hi\n").exit_code == 0
+    shots.write_text('{"text": "cheap pills", "expected": {"label": "eggs"}}\n')
+    result = gemmapipe_run(["classify", "-s", label_schema, "--examples", str(shots)], input="hi\n")
+    assert result.exit_code == 2 and "breaks the schema" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["extract", "--schema", "nope"], "no extract task named 'nope'"),
+        (["extract", "--schema", "banking77"], "no extract task named 'banking77'"),
+        (["classify", "--schema", "banking77", "--compute-type", "int4"], "no int4 kernel for the CPU"),
+        (["extract"], "Missing option '--schema'"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_hint(gemmapipe_run, args, message):
+    result = gemmapipe_run(args, input="x\n")
+    assert result.exit_code == 2
+    assert message in result.stderr or message in result.output
+
+
+def test_invalid_schema_file(gemmapipe_run, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "object", "properties": {"a": {"type": "strng"}}}')
+    result = gemmapipe_run(["extract", "--schema", str(bad)], input="x\n")
+    assert result.exit_code == 2 and "invalid JSON Schema" in result.stderr
+    bad.write_text("{nope")
+    result = gemmapipe_run(["extract", "--schema", str(bad)], input="x\n")
+    assert result.exit_code == 2 and "is not valid JSON" in result.stderr
+
+
+def test_unenforced_keyword_warning(gemmapipe_run, tmp_path):
+    schema = tmp_path / "u.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"xs": {"type": "array", "maxItems": 2, "uniqueItems": True,
+                                  "items": {"enum": [1, 2]}}}, "required": ["xs"], "additionalProperties": False}))
+    result = gemmapipe_run(["extract", "--schema", str(schema)], input="x\n")
+    assert "does not enforce" in result.stderr and "uniqueItems" in result.stderr
+
+
+def test_prepare_is_idempotent(gemmapipe_run):
+    first = gemmapipe_run(["prepare", "--base-only"])
+    second = gemmapipe_run(["prepare", "--base-only"])
+    assert first.exit_code == 0 and first.stdout == second.stdout

@@ -1,0 +1,111 @@
+"""Plugin discovery through entry points, collisions, failures and disabling."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from gemmapipe.plugins import reset_plugins
+
+
+def install_fake_plugin(tmp_path, monkeypatch, name: str, body: str) -> None:
+    """A plugin package as pip would leave it: a module plus a dist-info with a ``gemmapipe`` entry point."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / f"{name}.py").write_text(textwrap.dedent(body))
+    dist = site / f"{name}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[gemmapipe]\n{name} = {name}\n")
+    monkeypatch.syspath_prepend(str(site))
+    reset_plugins()
+
+
+TASK_PLUGIN = """
+from gemmapipe import hookimpl
+from gemmapipe.tasks import Task
+
+@hookimpl
+def register_tasks(register):
+    register(Task("{task}", "classify", {{"type": "object", "properties": {{"yes": {{"type": "boolean"}}}},
+                  "required": ["yes"], "additionalProperties": False}}, "Is it true?"))
+"""
+
+
+def test_installed_plugin_package_is_discovered(gemmapipe_run):
+    """plugins/gemmapipe-logs is pip-installed by the test command, like a stranger's package."""
+    rows = {r["name"]: r for r in map(json.loads, gemmapipe_run(["plugins", "--json"]).stdout.splitlines())}
+    assert rows["logs"]["package"] == "gemmapipe-logs"
+    assert "register_tasks" in rows["logs"]["hooks"]
+
+
+def test_fake_plugin_adds_a_runnable_task(gemmapipe_run, tmp_path, monkeypatch):
+    install_fake_plugin(tmp_path, monkeypatch, "gp_truth", TASK_PLUGIN.format(task="truth"))
+    rows = {r["name"]: r for r in map(json.loads, gemmapipe_run(["tasks", "--json"]).stdout.splitlines())}
+    assert rows["truth"]["plugin"] == "gp_truth"
+    result = gemmapipe_run(["classify", "-s", "truth"], input="the sky is green\n")
+    assert result.exit_code == 0 and isinstance(json.loads(result.stdout)["yes"], bool)
+
+
+def test_duplicate_task_names_name_both_plugins(gemmapipe_run, tmp_path, monkeypatch):
+    install_fake_plugin(tmp_path, monkeypatch, "gp_dup", TASK_PLUGIN.format(task="invoice"))
+    result = gemmapipe_run(["tasks"])
+    assert result.exit_code == 3
+    assert "'invoice' is registered twice" in result.stderr
+    assert "gemmapipe.default_plugins.builtin_tasks" in result.stderr and "gp_dup" in result.stderr
+    assert "GEMMAPIPE_DISABLE_PLUGINS" in result.stderr
+
+
+def test_disabling_a_plugin_by_name(gemmapipe_run, tmp_path, monkeypatch):
+    install_fake_plugin(tmp_path, monkeypatch, "gp_dup2", TASK_PLUGIN.format(task="invoice"))
+    monkeypatch.setenv("GEMMAPIPE_DISABLE_PLUGINS", "gp_dup2")
+    reset_plugins()
+    result = gemmapipe_run(["tasks", "--json"])
+    assert result.exit_code == 0
+    names = [r["name"] for r in map(json.loads, result.stdout.splitlines())]
+    assert names.count("invoice") == 1
+
+
+@pytest.mark.parametrize(
+    "name, body, message",
+    [
+        ("gp_broken_import", "raise RuntimeError('import went wrong')", "could not be imported: RuntimeError: import went wrong"),
+        ("gp_broken_hook", "from gemmapipe import hookimpl\n@hookimpl\ndef register_tasks(register):\n    raise ValueError('bad plugin')\n",
+         "raised in register_tasks: ValueError: bad plugin"),
+        ("gp_broken_name", "from gemmapipe import hookimpl\n@hookimpl\ndef register_taskz(register):\n    pass\n", "is invalid"),
+    ],
+)
+def test_a_broken_plugin_is_reported_and_the_rest_works(gemmapipe_run, tmp_path, monkeypatch, name, body, message):
+    install_fake_plugin(tmp_path, monkeypatch, name, body)
+    result = gemmapipe_run(["tasks", "--json"])
+    assert result.exit_code == 0
+    assert f"plugin '{name}'" in result.stderr and message in result.stderr
+    assert f"GEMMAPIPE_DISABLE_PLUGINS={name}" in result.stderr
+    assert "invoice" in result.stdout
+    missing = gemmapipe_run(["classify", "-s", "truth"], input="x\n")
+    assert missing.exit_code == 2 and f"failed to load: {name}" in missing.stderr
+
+
+def test_unknown_kind_is_an_error(gemmapipe_run, tmp_path, monkeypatch):
+    install_fake_plugin(tmp_path, monkeypatch, "gp_kind", TASK_PLUGIN.format(task="t").replace('"classify"', '"summarise"'))
+    result = gemmapipe_run(["tasks"])
+    assert result.exit_code == 3 and "unknown kind 'summarise'" in result.stderr
+
+
+def test_builtins_use_the_public_hooks():
+    """Built-in kinds and tasks come through the same hook names third-party plugins implement."""
+    from gemmapipe import hookspecs
+    from gemmapipe.default_plugins import builtin_tasks, kinds
+
+    assert hasattr(hookspecs, "register_task_kinds") and hasattr(kinds, "register_task_kinds")
+    assert hasattr(hookspecs, "register_tasks") and hasattr(builtin_tasks, "register_tasks")
+
+
+def test_every_hook_is_documented():
+    from gemmapipe import hookspecs
+
+    for name in ("register_task_kinds", "register_tasks", "register_commands"):
+        doc = getattr(hookspecs, name).__doc__
+        assert doc and ":param" in doc and "Called" in doc

