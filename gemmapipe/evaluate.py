@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Engine, Generation
-from .errors import SchemaError
 from .tasks import Task
 
 _SPACES = re.compile(r"\s+")
@@ -94,24 +93,6 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
         errors_by_type=dict(errors),
         seconds=seconds,
     )
-
-
-def read_labelled(path: Path, limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """``(text, expected)`` pairs from a labelled JSONL file, with an error naming a bad line."""
-    pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                pairs.append((item["text"], item["expected"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise SchemaError(f"{path}:{number} is not a labelled record ({exc})",
-                                  'each line must be {"text": "...", "expected": {...}}') from exc
-            if limit is not None and len(pairs) >= limit:
-                break
-    return pairs
 
 
 def evaluate(task: Task, engine: Engine, data: list[tuple[str, dict[str, Any]]], batch_size: int = 16, ignore_case: bool = False) -> EvalReport:

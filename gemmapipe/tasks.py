@@ -94,26 +94,37 @@ def adhoc_task(kind: TaskKind, schema_path: Path, name: str | None = None) -> Ta
     )
 
 
-def read_examples(path: Path, schema: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Few-shot examples from a JSONL file of ``{"text": ..., "expected": {...}}`` (the datasets' format)."""
-    examples = []
-    validator = compile_schema(schema).validator
+def read_labelled(path: Path, limit: int | None = None) -> list[tuple[str, Any]]:
+    """``(text, expected)`` pairs from a JSONL file of ``{"text": ..., "expected": {...}}`` (the datasets' format).
+
+    Used for few-shot examples, training and evaluation; a bad line is an error that names it.
+    """
+    pairs = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 item = json.loads(line)
-                text, expected = item["text"], item["expected"]
+                pairs.append((item["text"], item["expected"]))
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise SchemaError(
-                    f"{path}:{number} is not an example record ({exc})",
+                    f"{path}:{number} is not a labelled record ({exc})",
                     'each line must be {"text": "...", "expected": {...}}',
                 ) from exc
-            problems = [e.message for e in validator.iter_errors(expected)]
-            if problems:
-                raise SchemaError(f"{path}:{number}: the expected answer breaks the schema: {problems[0]}")
-            examples.append((text, expected))
+            if limit is not None and len(pairs) >= limit:
+                break
+    return pairs
+
+
+def read_examples(path: Path, schema: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Few-shot examples from a labelled JSONL file; every expected answer must validate against ``schema``."""
+    examples = read_labelled(path)
+    validator = compile_schema(schema).validator
+    for number, (_, expected) in enumerate(examples, 1):
+        problems = [e.message for e in validator.iter_errors(expected)]
+        if problems:
+            raise SchemaError(f"{path}: example {number}: the expected answer breaks the schema: {problems[0]}")
     return examples
 
 

@@ -51,7 +51,8 @@ def register_commands(cli: click.Group) -> None:
         from ..cli import _fail
         from ..engine import Engine
         from ..errors import GemmapipeError
-        from ..evaluate import evaluate, read_labelled
+        from ..evaluate import evaluate
+        from ..tasks import read_labelled
         from ..models import ModelStore
 
         try:
@@ -104,7 +105,7 @@ def register_commands(cli: click.Group) -> None:
         """
         from ..cli import EXIT_INTERRUPTED, _fail
         from ..errors import GemmapipeError
-        from ..evaluate import read_labelled
+        from ..tasks import read_labelled
         from ..models import ModelStore
         from ..training import TrainConfig, train as run_training
 
