@@ -25,7 +25,10 @@ class Progress:
         columns = [TextColumn("{task.fields[records]} records"), TextColumn("{task.fields[rate]} records/s")]
         if total_bytes:
             columns += [BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn()]
-        self._progress = RichProgress(*columns, console=Console(file=sys.stderr), transient=True)
+        # never redirect stdout: result lines must reach stdout, not the progress console on stderr
+        self._progress = RichProgress(
+            *columns, console=Console(file=sys.stderr), transient=True, redirect_stdout=False, redirect_stderr=False
+        )
         self._task = self._progress.add_task("run", total=total_bytes or None, records=0, rate="-")
         self._progress.start()
 

@@ -135,3 +135,12 @@ def test_prepare_is_idempotent(gemmapipe_run):
     first = gemmapipe_run(["prepare", "--base-only"])
     second = gemmapipe_run(["prepare", "--base-only"])
     assert first.exit_code == 0 and first.stdout == second.stdout
+
+
+def test_progress_bar_never_takes_stdout(gemmapipe_run, label_schema, monkeypatch):
+    """With the progress bar on a terminal, results still go to stdout and only there."""
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the console as a terminal
+    result = gemmapipe_run(["classify", "-s", label_schema, "--format", "text", "--progress"], input="a\nb\nc\n")
+    assert result.exit_code == 0
+    assert [json.loads(line)["label"] in ("spam", "ham") for line in result.stdout.splitlines()] == [True] * 3
+    assert '"label"' not in result.stderr
