@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llguidance import LLMatcher
+
 from .decoding import DecodeState, decode_batch
 from .errors import SetupError
 from .grammar import CompiledSchema
@@ -133,8 +135,6 @@ class Engine:
         guidance = self.tokenizer.guidance
         for start in range(0, len(runnable), max(1, batch_size)):
             batch = runnable[start : start + batch_size]
-            from llguidance import LLMatcher
-
             states = [DecodeState(encoded[i], LLMatcher(guidance, schema.grammar, log_level=0), max_new_tokens, self.tokenizer.stop_ids) for i in batch]
             with self._lock:
                 decode_batch(self.generator, self.tokenizer, states, cancel)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
+from .errors import PluginError
 from .tasks import Registry, Task, TaskKind
 
 DISABLE_ENV = "GEMMAPIPE_DISABLE_PLUGINS"
@@ -100,8 +101,6 @@ class Plugins:
 
     def _call(self, hook_name: str, make_register: Any) -> None:
         """Call each implementation on its own, so that one plugin's exception leaves the others working."""
-        from .errors import PluginError
-
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
             kwargs = {"register": make_register(impl.plugin_name)}
             try:
@@ -121,16 +120,10 @@ class Plugins:
 
 
 def _owned(kind: TaskKind, plugin: str) -> TaskKind:
-    from dataclasses import replace
-
     return replace(kind, plugin=plugin)
 
 
 def _checked(task: Task, plugin: str, registry: Registry) -> Task:
-    from dataclasses import replace
-
-    from .errors import PluginError
-
     if task.kind not in registry.kinds:
         raise PluginError(
             f"plugin {plugin!r} registers task {task.name!r} of unknown kind {task.kind!r}",
