@@ -163,26 +163,22 @@ class _Prefetch:
     def _run(self, records: Iterator[InputRecord | RecordError]) -> None:
         try:
             for record in records:
-                while not self._closed.is_set():
-                    try:
-                        self._queue.put(record, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._closed.is_set():
+                if not self._put(record):
                     return
         except BaseException as exc:  # surfaced in the main thread by take()
             self._error = exc
         finally:
-            self._put_end()
+            self._put(_END)
 
-    def _put_end(self) -> None:
+    def _put(self, item: object) -> bool:
+        """Queue ``item``, waiting while the queue is full; False if the loop closed meanwhile."""
         while not self._closed.is_set():
             try:
-                self._queue.put(_END, timeout=0.1)
-                return
+                self._queue.put(item, timeout=0.1)
+                return True
             except queue.Full:
                 continue
+        return False
 
     def take(self, limit: int, idle: float, cancel: threading.Event) -> list[InputRecord | RecordError]:
         """Up to ``limit`` records: waits for the first, then takes more until ``idle`` seconds pass without one."""
