@@ -182,12 +182,11 @@ def apply_adapter(task: Task, adapter: Path) -> Task:
 
 def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int:
     from .engine import Engine
-    from .models import ModelStore, check_compute_type
+    from .models import ModelStore
     from .pipeline import RunOptions, run_task
     from .progress import Progress, regular_file_size
     from .records import LineReader, LineWriter, read_records
 
-    check_compute_type(options["compute_type"])
     store = ModelStore(obj["cache_dir"], obj["base"])
     engine = Engine.load(task.adapter, options["compute_type"], options["threads"], store=store)
     errors_stream = open(options["errors_path"], "w", encoding="utf-8") if options["errors_path"] else sys.stderr

@@ -199,8 +199,7 @@ def train(
             _save_state(model, optimizer, checkpoint, state, fingerprint)
         if stop_early or interrupted:
             break
-    final_source = best_dir if best_dir.exists() else None
-    if final_source is None:
+    if not best_dir.exists():  # no dev set, so no best-so-far: the last weights are the result
         model.save_pretrained(str(best_dir))
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy2(best_dir / name, out_dir / name)
