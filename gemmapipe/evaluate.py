@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections import Counter
+from difflib import SequenceMatcher
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,14 @@ def normalise(value: Any, ignore_case: bool = False) -> str:
     return text.casefold() if ignore_case else text
 
 
+def similarity(got: Any, want: Any, ignore_case: bool = False) -> float:
+    """Character-level similarity of two normalised values in [0, 1] (difflib's ratio: 2 * matches / total length)."""
+    a, b = normalise(got, ignore_case), normalise(want, ignore_case)
+    if a == b:
+        return 1.0
+    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
 @dataclass
 class EvalReport:
     """Scores of one evaluation run. ``field_exact_match`` maps each expected field to its exact-match rate."""
@@ -33,6 +42,7 @@ class EvalReport:
     records: int = 0
     valid: int = 0
     field_exact_match: dict[str, float] = field(default_factory=dict)
+    field_similarity: dict[str, float] = field(default_factory=dict)
     record_exact_match: float = 0.0
     errors_by_type: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -47,6 +57,11 @@ class EvalReport:
         return sum(scores) / len(scores) if scores else 0.0
 
     @property
+    def mean_field_similarity(self) -> float:
+        scores = list(self.field_similarity.values())
+        return sum(scores) / len(scores) if scores else 0.0
+
+    @property
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
@@ -57,6 +72,8 @@ class EvalReport:
             "schema_validity_rate": self.validity_rate,
             "field_exact_match": self.field_exact_match,
             "mean_field_exact_match": self.mean_field_exact_match,
+            "field_similarity": self.field_similarity,
+            "mean_field_similarity": self.mean_field_similarity,
             "record_exact_match": self.record_exact_match,
             "errors_by_type": self.errors_by_type,
             "records_per_second": self.records_per_second,
@@ -66,12 +83,15 @@ class EvalReport:
 def score(task: str, expected: list[dict[str, Any]], generations: list[Generation], ignore_case: bool = False, seconds: float = 0.0) -> EvalReport:
     """Per-field exact match over the fields of ``expected``; an error result counts as wrong on every field.
 
-    For a classification task (one field) the field's exact match is the accuracy.
+    For a classification task (one field) the field's exact match is the accuracy. ``field_similarity`` is the
+    mean character-level similarity per field (the measure for rewriting, where near misses matter); an error
+    result or a missing field scores 0.
     """
     fields: list[str] = []
     for item in expected:
         fields += [k for k in item if k not in fields]
     hits: Counter[str] = Counter()
+    close: dict[str, float] = {f: 0.0 for f in fields}
     whole = 0
     errors: Counter[str] = Counter()
     for want, got in zip(expected, generations):
@@ -81,6 +101,10 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
         matched = [f for f in want if isinstance(got.value, dict) and f in got.value
                    and normalise(got.value[f], ignore_case) == normalise(want[f], ignore_case)]
         hits.update(matched)
+        if isinstance(got.value, dict):
+            for f in want:
+                if f in got.value:
+                    close[f] += similarity(got.value[f], want[f], ignore_case)
         whole += len(matched) == len(want)
     n = len(expected)
     return EvalReport(
@@ -88,6 +112,7 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
         records=n,
         valid=sum(g.ok for g in generations),
         field_exact_match={f: hits[f] / n if n else 0.0 for f in fields},
+        field_similarity={f: close[f] / n if n else 0.0 for f in fields},
         record_exact_match=whole / n if n else 0.0,
         errors_by_type=dict(errors),
         seconds=seconds,

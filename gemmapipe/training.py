@@ -201,8 +201,7 @@ def train(
             break
     if not best_dir.exists():  # no dev set, so no best-so-far: the last weights are the result
         model.save_pretrained(str(best_dir))
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy2(best_dir / name, out_dir / name)
+    export_adapter(best_dir, out_dir)
     metadata = {
         "task": task.name,
         "kind": task.kind,
@@ -223,6 +222,18 @@ def train(
     }
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2))
     return metadata
+
+
+def export_adapter(source: Path, out_dir: Path) -> None:
+    """Copy a PEFT adapter to ``out_dir`` with its weights in bfloat16: half the size (7.6 MB for rank 16 on all
+    projections), and the merge into the int8 model loses nothing that matters."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copy2(source / "adapter_config.json", out_dir / "adapter_config.json")
+    weights = load_file(str(source / "adapter_model.safetensors"))
+    weights = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in weights.items()}
+    save_file(weights, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
 def evaluate_loss(model, examples: list[Example], pad_id: int, device: str, batch_size: int) -> float:  # type: ignore[no-untyped-def]

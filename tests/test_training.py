@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gemmapipe.engine import Engine, Generation
-from gemmapipe.evaluate import normalise, score
+from gemmapipe.evaluate import normalise, score, similarity
 from gemmapipe.tasks import Task
 from gemmapipe.training import METADATA, TrainConfig, train
 
@@ -35,6 +35,9 @@ def test_score_on_hand_made_cases():
     relaxed = score("t", expected, got, ignore_case=True)
     assert relaxed.field_exact_match["company"] == 0.75
     assert normalise("  a \n b ") == "a b"
+    # character similarity: exact 1, "2.50" vs "2.00" shares 3 of 4 characters, the error scores 0
+    assert report.field_similarity["total"] == pytest.approx((1 + 1 + 0.75 + 0) / 4)
+    assert similarity("[NAME] called", "[NAME] called") == 1.0 and similarity("abc", "xyz") == 0.0
 
 
 def test_classification_accuracy():
@@ -50,6 +53,11 @@ def test_a_few_steps_lower_the_loss(tiny_store, tmp_path):
     assert np.mean(history[-5:]) < 0.5 * np.mean(history[:5])
     assert metadata["steps"] == 30 and metadata["prompt_format"] and metadata["schema"] == SCHEMA
     assert (tmp_path / "a" / METADATA).is_file() and (tmp_path / "a" / "adapter_model.safetensors").is_file()
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    assert weights and all(w.dtype == torch.bfloat16 for w in weights.values())  # exported at half the size
 
 
 def test_training_is_deterministic(tiny_store, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,14 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True, help='Labelled JSONL: {"text", "expected"} per line.')
     @click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Evaluate this adapter instead of the task's own.")
     @click.option("--limit", type=click.IntRange(1), help="Only the first N records.")
+    @click.option("--no-adapter", is_flag=True, help="Evaluate the base model without the task's adapter (a baseline).")
     @click.option("--ignore-case", is_flag=True, help="Compare case-insensitively (whitespace is always normalised).")
     @click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True)
     @click.option("--threads", type=click.IntRange(1), default=None)
     @click.option("--compute-type", default="int8", show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts and CI).")
     @click.pass_obj
-    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, ignore_case, batch_size, threads, compute_type, as_json) -> None:  # type: ignore[no-untyped-def]
+    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, ignore_case, batch_size, threads, compute_type, as_json) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
         from ..cli import _fail
         from ..engine import Engine
@@ -55,8 +57,12 @@ def register_commands(cli: click.Group) -> None:
         from ..tasks import read_labelled
         from ..models import ModelStore
 
+        if adapter and no_adapter:
+            raise click.UsageError("give --adapter DIR or --no-adapter, not both")
         try:
             task = _task(obj, task_name, schema, kind, adapter)
+            if no_adapter:
+                task = replace(task, adapter=None)
             pairs = read_labelled(data, limit)
             store = ModelStore(obj["cache_dir"], obj["base"])
             with Engine.load(task.adapter, compute_type, threads, store=store) as engine:
@@ -75,6 +81,7 @@ def register_commands(cli: click.Group) -> None:
         for name, value in report.field_exact_match.items():
             table.add_row(f"exact match: {name}", f"{value:.1%}")
         table.add_row("mean field exact match" + (" (accuracy)" if len(report.field_exact_match) == 1 else ""), f"{report.mean_field_exact_match:.1%}")
+        table.add_row("mean character similarity", f"{report.mean_field_similarity:.1%}")
         table.add_row("whole-record exact match", f"{report.record_exact_match:.1%}")
         table.add_row("schema-valid answers", f"{report.validity_rate:.1%}")
         table.add_row("error records", ", ".join(f"{k} {v}" for k, v in report.errors_by_type.items()) or "0")

@@ -1,0 +1,5 @@
+"""``python -m gemmapipe``: the same as the ``gemmapipe`` command."""
+
+from .cli import main
+
+main()

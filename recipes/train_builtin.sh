@@ -1,0 +1,33 @@
+#!/bin/sh
+# Reproduce the adapters of the built-in tasks in gemmapipe/adapters/ (CPU, torch bf16 autocast; a GPU if torch
+# sees one). Usage: recipes/train_builtin.sh [invoice] [banking77] [redact]   (all three when none is named)
+#
+# Training data: the train splits of ../shared/datasets (each run holds out a dev split of it for early stopping)
+# and the generated redaction data (recipes/make_redact_data.py). The test splits are never read here: score them
+# with bench/accuracy_bench.py. An interrupted run resumes from its checkpoint in $WORK when started again.
+set -eu
+cd "$(dirname "$0")/.."
+DATASETS=${DATASETS:-../shared/datasets}
+WORK=${WORK:-${TMPDIR:-/tmp}/gemmapipe-train}
+[ $# -gt 0 ] || set -- invoice banking77 redact
+
+for task in "$@"; do
+    case $task in
+    invoice)
+        gemmapipe train --task invoice --data "$DATASETS/sroie/train.jsonl" --out "$WORK/invoice" \
+            --epochs 2 --learning-rate 3e-4 --batch-size 8 --dev-fraction 0.05 --eval-every 25 --checkpoint-every 25 ;;
+    banking77)
+        gemmapipe train --task banking77 --data "$DATASETS/banking77/train.jsonl" --out "$WORK/banking77" \
+            --epochs 1 --learning-rate 4e-4 --batch-size 32 --dev-fraction 0.05 --eval-every 50 --checkpoint-every 25 ;;
+    redact)
+        python recipes/make_redact_data.py --out recipes/redact
+        gemmapipe train --task redact --data recipes/redact/train.jsonl --out "$WORK/redact" \
+            --epochs 2 --learning-rate 3e-4 --batch-size 16 --dev-fraction 0.1 --eval-every 20 --checkpoint-every 20 ;;
+    *)
+        echo "train_builtin.sh: unknown task '$task' (invoice, banking77 or redact)" >&2; exit 2 ;;
+    esac
+    mkdir -p "gemmapipe/adapters/$task"
+    cp "$WORK/$task/adapter_config.json" "$WORK/$task/adapter_model.safetensors" "$WORK/$task/gemmapipe-adapter.json" \
+        "gemmapipe/adapters/$task/"
+    echo "train_builtin.sh: gemmapipe/adapters/$task updated" >&2
+done

@@ -1,0 +1,49 @@
+"""The committed redaction dataset is what recipes/make_redact_data.py generates, and its splits are held out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("make_redact_data", REPO / "recipes" / "make_redact_data.py")
+make_redact_data = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_redact_data)  # type: ignore[union-attr]
+
+PLACEHOLDER = re.compile(r"\[(?:NAME|EMAIL|PHONE|NUMBER|ADDRESS)\]")
+
+
+def read(name: str) -> list[dict]:
+    return [json.loads(line) for line in (REPO / "recipes" / "redact" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_committed_files_are_reproduced_by_the_script():
+    train, test = make_redact_data.generate()
+    assert read("train") == train and read("test") == test
+
+
+def test_generation_depends_on_the_seed_only():
+    assert make_redact_data.generate(50, 20, seed=7) == make_redact_data.generate(50, 20, seed=7)
+    assert make_redact_data.generate(50, 20, seed=7) != make_redact_data.generate(50, 20, seed=8)
+
+
+def test_redaction_removes_every_personal_value_and_keeps_the_rest():
+    train, test = make_redact_data.generate(300, 100)
+    for record in train + test:
+        source, redacted = record["text"], record["expected"]["text"]
+        assert "@" not in redacted and not re.search(r"\d{4} \d{4} \d{4} \d{4}", redacted)
+        # the redacted text is the source with some spans replaced: the plain parts appear in order
+        pattern = ".+?".join(re.escape(part) for part in PLACEHOLDER.split(redacted))
+        assert re.fullmatch(pattern, source, flags=re.S), (source, redacted)
+
+
+def test_test_people_never_occur_in_train():
+    train, test = make_redact_data.generate()
+    train_text = " ".join(r["text"] for r in train)
+    test_only = [n for n in make_redact_data.LAST if n not in train_text]
+    assert test_only, "some surnames must be held out for the test split"
+    assert any(n in r["text"] for r in test for n in test_only)
+    assert sum(any(w in r["text"] for w in ("Meeting moved", "Name: ", "The flat at")) for r in test) > len(test) // 8
+    assert not any(w in train_text for w in ("Meeting moved", "Name: ", "The flat at"))
