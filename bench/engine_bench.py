@@ -5,7 +5,8 @@
 Prints, all measured in this one run (the machine is shared and noisy: compare ratios, not absolute numbers):
 - unconstrained decode tokens/s at batch 1, 8 and 32 (same-length prompts, fixed output length);
 - prefill tokens/s (a batch of long prompts, one output token);
-- constrained generation (grammar + repairs) against unconstrained generation on the same prompts at batch 32:
+- constrained generation (grammar + repairs) against unconstrained generation on the same prompts at batch 32
+  (banking77) and 8 (invoice), each task with its built-in adapter (``--base-model``: without):
   output tokens/s of each and their ratio, repairs per record, time in the grammar callback;
 - peak RSS of the process.
 """
@@ -17,6 +18,7 @@ import json
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from gemmapipe.engine import Engine  # noqa: E402
 from gemmapipe.plugins import get_plugins  # noqa: E402
 from gemmapipe.prompts import chat_prompt  # noqa: E402
+from gemmapipe.tasks import Task  # noqa: E402
 
 DATA = REPO.parent / "shared" / "datasets"
 
@@ -54,8 +57,7 @@ def prefill_tps(engine: Engine, texts: list[str], batch: int = 8) -> float:
     return batch * shortest / (time.perf_counter() - start)
 
 
-def constrained_vs_free(engine: Engine, task_name: str, texts: list[str], batch: int) -> dict[str, float]:
-    task = get_plugins().registry().task(task_name)
+def constrained_vs_free(engine: Engine, task: Task, texts: list[str], batch: int) -> dict[str, object]:
     prompts = [task.prompt(t) for t in texts]
     import gemmapipe.decoding as decoding
 
@@ -85,7 +87,8 @@ def constrained_vs_free(engine: Engine, task_name: str, texts: list[str], batch:
     free_s = time.perf_counter() - start
     free_tokens = mean_len * len(encoded)
     return {
-        "task": task_name,
+        "task": task.name,
+        "adapter": "built-in" if task.adapter else "none (base model)",
         "records": len(results),
         "valid_rate": sum(r.ok for r in results) / len(results),
         "repairs_per_record": sum(r.repairs for r in results) / len(results),
@@ -102,6 +105,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--base-model", action="store_true", help="Measure the tasks without their adapters.")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -112,8 +116,15 @@ def main() -> None:
         figures[f"decode_tokens_per_s_batch{batch}"] = decode_tps(engine, batch)
     receipts = load_texts("sroie", args.records)
     figures["prefill_tokens_per_s_batch8"] = prefill_tps(engine, receipts)
-    figures["banking77_batch32"] = constrained_vs_free(engine, "banking77", load_texts("banking77", args.records), 32)
-    figures["invoice_batch8"] = constrained_vs_free(engine, "invoice", receipts[: max(8, args.records // 4)], 8)
+    registry = get_plugins().registry()
+    for name, texts, batch in (("banking77", load_texts("banking77", args.records), 32), ("invoice", receipts[: max(8, args.records // 4)], 8)):
+        task = registry.task(name)
+        if args.base_model:
+            task = replace(task, adapter=None)
+        task_engine = Engine.load(task.adapter, threads=args.threads) if task.adapter else engine  # its own merged model
+        figures[f"{name}_batch{batch}"] = constrained_vs_free(task_engine, task, texts, batch)
+        if task_engine is not engine:
+            task_engine.close()
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     engine.close()
     if args.json:

@@ -194,6 +194,8 @@ def train(
                 state["bad_evals"] += 1
                 stop_early = state["bad_evals"] >= config.patience
         interrupted = should_stop is not None and should_stop()
+        state["train_seconds"] = state.get("train_seconds", 0.0) + (time.monotonic() - started)
+        started = time.monotonic()
         if step % config.checkpoint_every == 0 or step == total or stop_early or interrupted:
             state["step"] = step
             _save_state(model, optimizer, checkpoint, state, fingerprint)
@@ -217,7 +219,8 @@ def train(
         "complete": step >= total or bool(state.get("bad_evals", 0) >= config.patience),
         "metrics": {"final_train_loss": state["history"][-1] if state["history"] else None,
                     "best_dev_loss": state["best_dev_loss"], "dev_curve": state.get("dev", [])},
-        "seconds_this_run": time.monotonic() - started,
+        "train_seconds": round(state.get("train_seconds", 0.0), 1),  # over every run that resumed this one
+        "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 1) if step else None,
         "device": device,
     }
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2))

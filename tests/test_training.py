@@ -52,6 +52,7 @@ def test_a_few_steps_lower_the_loss(tiny_store, tmp_path):
     assert len(history) == 30
     assert np.mean(history[-5:]) < 0.5 * np.mean(history[:5])
     assert metadata["steps"] == 30 and metadata["prompt_format"] and metadata["schema"] == SCHEMA
+    assert metadata["train_seconds"] > 0 and metadata["seconds_per_epoch"] > 0
     assert (tmp_path / "a" / METADATA).is_file() and (tmp_path / "a" / "adapter_model.safetensors").is_file()
     import torch
     from safetensors.torch import load_file
