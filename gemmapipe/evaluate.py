@@ -98,13 +98,12 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
         if not got.ok:
             errors[got.error_type or "error"] += 1
             continue
-        matched = [f for f in want if isinstance(got.value, dict) and f in got.value
-                   and normalise(got.value[f], ignore_case) == normalise(want[f], ignore_case)]
+        value = got.value if isinstance(got.value, dict) else {}
+        scores = {f: similarity(value[f], want[f], ignore_case) for f in want if f in value}
+        matched = [f for f, s in scores.items() if s == 1.0]  # similarity is 1.0 exactly when the normalised texts are equal
         hits.update(matched)
-        if isinstance(got.value, dict):
-            for f in want:
-                if f in got.value:
-                    close[f] += similarity(got.value[f], want[f], ignore_case)
+        for f, s in scores.items():
+            close[f] += s
         whole += len(matched) == len(want)
     n = len(expected)
     return EvalReport(
