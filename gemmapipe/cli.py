@@ -107,6 +107,7 @@ def run_options(f: Any) -> Any:
         click.option("--schema", "-s", required=True, help="A registered task name (see `gemmapipe tasks`) or a JSON Schema file."),
         click.option("--examples", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="JSONL of {\"text\", \"expected\"} few-shot examples for the prompt."),
         click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="A LoRA adapter folder to use instead of the task's own."),
+        click.option("--no-adapter", is_flag=True, help="Run the base model without the task's adapter (a baseline)."),
         click.option("--text-field", default="text", show_default=True, help="Field that holds the text in JSON input."),
         click.option("--id-field", default="id", show_default=True, help="Field that identifies a record (copied to error records and envelopes)."),
         click.option("--format", "input_format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True, help="Input lines: JSON objects, plain text, or auto (JSON if the first line starts with '{')."),
@@ -133,7 +134,7 @@ def make_kind_command(kind: TaskKind) -> click.Command:
     @click.pass_context
     def command(ctx: click.Context, **options: Any) -> None:
         try:
-            task = resolve_task(kind, options["schema"], options["examples"], options["adapter"])
+            task = resolve_task(kind, options["schema"], options["examples"], options["adapter"], options["no_adapter"])
             code = run_command(ctx.obj, task, options)
         except GemmapipeError as exc:
             _fail(exc)
@@ -142,7 +143,11 @@ def make_kind_command(kind: TaskKind) -> click.Command:
     return command
 
 
-def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Path | None) -> Task:
+def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Path | None, no_adapter: bool = False) -> Task:
+    from dataclasses import replace
+
+    if adapter is not None and no_adapter:
+        raise click.UsageError("give --adapter DIR or --no-adapter, not both")
     registry = get_plugins().registry()
     if schema.endswith(".json") or (os.sep in schema and Path(schema).exists()):
         task = adhoc_task(kind, Path(schema))
@@ -152,6 +157,8 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
         task = task.with_examples(read_examples(examples, task.schema))
     if adapter is not None:
         task = apply_adapter(task, adapter)
+    if no_adapter:
+        task = replace(task, adapter=None)
     task.compiled  # compile now: a bad schema is a usage error before any work
     for note in task.compiled.unenforced:
         click.echo(f"gemmapipe: warning: the grammar does not enforce part of the schema ({note}); "

@@ -155,6 +155,8 @@ class ModelStore:
         import ctranslate2
 
         quantization = check_compute_type(compute_type)
+        if adapter:
+            self._check_adapter_base(adapter)
         description = {
             "base": self.base_description,
             "adapter": hash_files(adapter_files(adapter)) if adapter else None,
@@ -171,6 +173,22 @@ class ModelStore:
             on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
         )
 
+    def _check_adapter_base(self, adapter: Path) -> None:
+        """Refuse an adapter whose metadata says it was trained on another base model (its shapes or meaning differ)."""
+        import json
+
+        metadata = adapter / "gemmapipe-adapter.json"
+        if not metadata.is_file():
+            return  # a plain PEFT folder: the merge itself checks the shapes
+        trained_on = json.loads(metadata.read_text(encoding="utf-8")).get("base")
+        if trained_on and trained_on != self.base_description:
+            raise SetupError(
+                f"adapter {adapter} was trained on another base model ({_describe_base(trained_on)}) than the one in use "
+                f"({_describe_base(self.base_description)})",
+                "use the base model it was trained on (unset GEMMAPIPE_BASE_MODEL / --base-model), "
+                "or train an adapter on this one with `gemmapipe train`",
+            )
+
     def _build_ctranslate2(self, out: Path, adapter: Path | None, quantization: str) -> None:
         from . import convert
 
@@ -184,7 +202,15 @@ class ModelStore:
         # ``out``'s, so a merge left by a killed process is removed with the rest of its build.
         merged = Path(tempfile.mkdtemp(prefix=f"{out.name}.merge-", dir=out.parent))
         try:
-            convert.merge_lora(base, adapter, merged)
+            try:
+                convert.merge_lora(base, adapter, merged)
+            except RuntimeError as exc:  # torch's size-mismatch report: the adapter was made for another model
+                raise SetupError(f"adapter {adapter} does not fit the base model: {str(exc).splitlines()[0]}",
+                                 "use an adapter trained on this base model (`gemmapipe train`)") from exc
             convert.transformers_to_ctranslate2(merged, out, quantization)
         finally:
             shutil.rmtree(merged, ignore_errors=True)
+
+
+def _describe_base(description: dict[str, object]) -> str:
+    return ", ".join(f"{k} {str(v)[:16]}" for k, v in description.items() if k != "format")

@@ -84,9 +84,22 @@ def test_text_input_and_fields(gemmapipe_run, label_schema):
 
 
 def test_registered_task_runs(gemmapipe_run):
-    result = gemmapipe_run(["classify", "--schema", "banking77"], input="I am still waiting on my card?\n")
+    # the built-in adapter belongs to the real Gemma 3 270M: on the tiny test model the task runs without it
+    result = gemmapipe_run(["classify", "--schema", "banking77", "--no-adapter"], input="I am still waiting on my card?\n")
     assert result.exit_code == 0
     assert "intent" in json.loads(result.stdout)
+    assert "has no trained adapter" in result.stderr
+
+
+def test_an_adapter_of_another_base_model_is_refused_with_a_hint(gemmapipe_run):
+    from gemmapipe.resources import builtin_adapter
+
+    assert builtin_adapter("banking77") is not None
+    result = gemmapipe_run(["classify", "--schema", "banking77"], input="I am still waiting on my card?\n")
+    assert result.exit_code == 3 and result.stdout == ""
+    assert "trained on another base model" in result.stderr and "gemmapipe train" in result.stderr
+    both = gemmapipe_run(["classify", "--schema", "banking77", "--no-adapter", "--adapter", str(builtin_adapter("banking77"))], input="x\n")
+    assert both.exit_code == 2
 
 
 def test_examples_file_goes_into_the_prompt(gemmapipe_run, label_schema, tmp_path):
