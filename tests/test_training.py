@@ -103,6 +103,7 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
     result = gemmapipe_run(["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--out", str(tmp_path / "ad"),
                             "--max-steps", "60", "--learning-rate", "1e-2", "--rank", "4", "--dev-fraction", "0.25", "--eval-every", "10"])
     assert result.exit_code == 0, result.output
+    assert "step 60/60 loss" in result.stderr and "min left" in result.stderr  # progress without a terminal
     result = gemmapipe_run(["eval", "--schema", str(schema), "--kind", "classify", "--adapter", str(tmp_path / "ad"), "--data", str(data), "--json"])
     report = json.loads(result.stdout)
     assert report["records"] == 24 and report["schema_validity_rate"] == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -146,10 +147,11 @@ def register_commands(cli: click.Group) -> None:
 
 
 class _TrainProgress:
-    """A rich bar with loss and ETA on a terminal; a line every 10 steps otherwise."""
+    """A rich bar with loss and ETA on a terminal; a line with loss and time left every 10 steps otherwise."""
 
     def __init__(self) -> None:
         self.bar = None
+        self.first: tuple[int, float] | None = None
         if sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -162,8 +164,13 @@ class _TrainProgress:
     def update(self, step: int, total: int, loss: float) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, total=total, loss=f"{loss:.4f}")
-        elif step % 10 == 0 or step == total:
-            click.echo(f"gemmapipe: step {step}/{total} loss {loss:.4f}", err=True)
+        else:
+            if self.first is None:
+                self.first = (step, time.monotonic())  # a resumed run starts past 0: time only this run's steps
+            if step % 10 == 0 or step == total:
+                done, since = step - self.first[0], time.monotonic() - self.first[1]
+                eta = f", about {since / done * (total - step) / 60:.0f} min left" if done > 0 else ""
+                click.echo(f"gemmapipe: step {step}/{total} loss {loss:.4f}{eta}", err=True)
 
     def close(self) -> None:
         if self.bar is not None:
