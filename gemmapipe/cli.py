@@ -144,10 +144,6 @@ def make_kind_command(kind: TaskKind) -> click.Command:
 
 
 def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Path | None, no_adapter: bool = False) -> Task:
-    from dataclasses import replace
-
-    if adapter is not None and no_adapter:
-        raise click.UsageError("give --adapter DIR or --no-adapter, not both")
     registry = get_plugins().registry()
     if schema.endswith(".json") or (os.sep in schema and Path(schema).exists()):
         task = adhoc_task(kind, Path(schema))
@@ -155,10 +151,7 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
         task = registry.task(schema, kind.name)
     if examples is not None:
         task = task.with_examples(read_examples(examples, task.schema))
-    if adapter is not None:
-        task = apply_adapter(task, adapter)
-    if no_adapter:
-        task = replace(task, adapter=None)
+    task = choose_adapter(task, adapter, no_adapter)
     task.compiled  # compile now: a bad schema is a usage error before any work
     for note in task.compiled.unenforced:
         click.echo(f"gemmapipe: warning: the grammar does not enforce part of the schema ({note}); "
@@ -172,13 +165,24 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
     return task
 
 
+def choose_adapter(task: Task, adapter: Path | None, no_adapter: bool) -> Task:
+    """``task`` with ``--adapter DIR`` in place of its own, or with no adapter at all for ``--no-adapter``."""
+    from dataclasses import replace
+
+    if adapter is not None and no_adapter:
+        raise click.UsageError("give --adapter DIR or --no-adapter, not both")
+    if adapter is not None:
+        return apply_adapter(task, adapter)
+    return replace(task, adapter=None) if no_adapter else task
+
+
 def apply_adapter(task: Task, adapter: Path) -> Task:
     """``task`` with ``adapter``; an adapter written by `gemmapipe train` also brings the instruction it learned."""
     from dataclasses import replace
 
-    from .training import METADATA
+    from .models import ADAPTER_METADATA
 
-    metadata_path = adapter / METADATA
+    metadata_path = adapter / ADAPTER_METADATA
     if metadata_path.is_file():
         metadata = json.loads(metadata_path.read_text())
         if metadata.get("schema") not in (None, task.schema):

