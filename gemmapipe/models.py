@@ -159,7 +159,7 @@ class ModelStore:
 
         quantization = check_compute_type(compute_type)
         if adapter:
-            self._check_adapter_base(adapter)
+            self.check_adapter_base(adapter)
         description = {
             "base": self.base_description,
             "adapter": hash_files(adapter_files(adapter)) if adapter else None,
@@ -176,7 +176,7 @@ class ModelStore:
             on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
         )
 
-    def _check_adapter_base(self, adapter: Path) -> None:
+    def check_adapter_base(self, adapter: Path) -> None:
         """Refuse an adapter whose metadata says it was trained on another base model (its shapes or meaning differ)."""
         import json
 

@@ -8,6 +8,10 @@ The base is the prepared transformers folder, whose sliding window is the one CT
 A run writes ``<out>/checkpoint/`` every ``checkpoint_every`` steps and resumes from it when started again
 with the same data and settings (after Ctrl-C or a crash). The result is a PEFT adapter folder plus
 ``gemmapipe-adapter.json`` (base, schema, prompt format, data hash, hyper-parameters, metrics).
+
+A run can start from an adapter trained earlier (``init_adapter``) and train it further: more epochs without
+repeating the ones already paid for. Its rank and target modules are kept; on the same data and seed the dev
+split is the same one, and the batch order carries on with the next epochs' shuffles.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from typing import Any
 
 from .grammar import canonical_json
 from .models import ADAPTER_METADATA as METADATA
-from .models import ModelStore
+from .cache import hash_files
+from .errors import GemmapipeError
+from .models import ModelStore, adapter_files
 from .prompts import PROMPT_FORMAT
 from .tasks import Task
 from .tokenizer import GemmaTokenizer
@@ -124,8 +130,13 @@ def train(
     config: TrainConfig = TrainConfig(),
     on_step: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    init_adapter: Path | None = None,
 ) -> dict[str, Any]:
-    """Train an adapter for ``task`` on ``data`` into ``out_dir``; returns the metadata written beside it."""
+    """Train an adapter for ``task`` on ``data`` into ``out_dir``; returns the metadata written beside it.
+
+    With ``init_adapter``, training starts from that adapter's weights (see :func:`adapter_settings` for the
+    rank and target modules ``config`` must then carry) instead of a fresh LoRA initialisation.
+    """
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -138,17 +149,25 @@ def train(
     train_set = build_examples(task, tokenizer, train_data, config.max_tokens)
     dev_set = build_examples(task, tokenizer, dev_data, config.max_tokens)
     if not train_set:
-        from .errors import GemmapipeError
-
         raise GemmapipeError("no training example fits", "check the data file, or raise --max-tokens")
     fingerprint = {"data": data_hash(data), "config": asdict(config), "task": task.name, "instruction": task.instruction,
                    "schema": task.schema, "base": store.base_description}
+    previous = _previous_run(init_adapter, store, fingerprint["data"], config) if init_adapter is not None else None
+    if previous is not None:
+        fingerprint["init_adapter"] = previous["sha256"]
+    epoch_offset = previous["epochs_done"] if previous is not None else 0
 
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).to(device)
     checkpoint = out_dir / "checkpoint"
     state = _load_state(checkpoint, fingerprint)
     if state is not None:
         model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
+    elif init_adapter is not None:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        for parameter in model.parameters():  # the committed adapters are bf16; the optimiser needs float32
+            if parameter.requires_grad:
+                parameter.data = parameter.data.float()
+        state = {"step": 0, "best_dev_loss": None, "bad_evals": 0, "history": []}
     else:
         lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules))
         model = get_peft_model(model, lora)
@@ -168,7 +187,7 @@ def train(
     while step < total:
         epoch, position = divmod(step, steps_per_epoch)
         if position == 0 or not epoch_batches:
-            epoch_batches = _batches(train_set, config.batch_size, random.Random(config.seed + epoch))
+            epoch_batches = _batches(train_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
         batch = epoch_batches[position % len(epoch_batches)]
         with autocast:
             loss = _loss(model, batch, pad_id, device)
@@ -222,8 +241,63 @@ def train(
         "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 1) if step else None,
         "device": device,
     }
+    if previous is not None:
+        metadata["continued_from"] = {k: v for k, v in previous.items() if k != "epochs_done"}
+        if previous["epochs_done"]:
+            metadata["epochs_total"] = previous["epochs_done"] + step / steps_per_epoch
+        if previous["train_seconds"] is not None:
+            metadata["train_seconds_total"] = round(previous["train_seconds"] + metadata["train_seconds"], 1)
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2))
     return metadata
+
+
+def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
+    """Rank, alpha and target modules of a PEFT adapter folder (what a run that continues it must use)."""
+    path = adapter_dir / "adapter_config.json"
+    if not path.is_file():
+        raise GemmapipeError(f"{adapter_dir} is not an adapter folder (no adapter_config.json)",
+                             "point --init-adapter at a folder written by `gemmapipe train` (or another PEFT LoRA adapter)")
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    modules = settings.get("target_modules") or []
+    return {"rank": int(settings["r"]), "alpha": int(settings.get("lora_alpha", 2 * int(settings["r"]))),
+            "target_modules": tuple(sorted(modules) if isinstance(modules, (list, set)) else [modules])}
+
+
+def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, config: TrainConfig) -> dict[str, Any]:
+    """What the adapter a run continues already went through, and how many epochs of this data that was."""
+    store.check_adapter_base(adapter)
+    settings = adapter_settings(adapter)
+    if settings["rank"] != config.rank or set(settings["target_modules"]) != set(config.target_modules):
+        raise GemmapipeError(f"adapter {adapter} has rank {settings['rank']} on {', '.join(settings['target_modules'])}; "
+                             f"this run asks for rank {config.rank} on {', '.join(config.target_modules)}",
+                             "leave out --rank when continuing an adapter (its own is used)")
+    path = adapter / METADATA
+    metadata = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    hyper = metadata.get("hyperparameters", {})
+    same_split = (metadata.get("data_sha256") == data_sha256 and hyper.get("seed") == config.seed
+                  and hyper.get("dev_fraction") == config.dev_fraction)
+    if not same_split and config.dev_fraction > 0:
+        store.notify(f"adapter {adapter} was not trained on this data with this seed and dev fraction: "
+                     "the dev split may hold examples it has seen, so the dev loss overstates it")
+    seconds = metadata.get("train_seconds_total", metadata.get("train_seconds", metadata.get("seconds_this_run")))
+    return {
+        "sha256": hash_files(adapter_files(adapter)),
+        "task": metadata.get("task"),
+        "steps": metadata.get("steps"),
+        "hyperparameters": hyper or None,
+        "metrics": metadata.get("metrics"),
+        "train_seconds": seconds,
+        "epochs_done": _epochs_done(metadata) if same_split else 0,
+    }
+
+
+def _epochs_done(metadata: dict[str, Any]) -> int:
+    """Epochs a finished run began (a partial last epoch counts: its shuffle was used)."""
+    try:
+        per_epoch = math.ceil(int(metadata["train_examples"]) / int(metadata["hyperparameters"]["batch_size"]))
+        return math.ceil(int(metadata["steps"]) / per_epoch)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0
 
 
 def export_adapter(source: Path, out_dir: Path) -> None:

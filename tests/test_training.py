@@ -61,6 +61,30 @@ def test_a_few_steps_lower_the_loss(tiny_store, tmp_path):
     assert weights and all(w.dtype == torch.bfloat16 for w in weights.values())  # exported at half the size
 
 
+def test_a_run_can_continue_an_adapter(tiny_store, tmp_path):
+    from gemmapipe.cache import hash_files
+    from gemmapipe.errors import GemmapipeError
+    from gemmapipe.models import adapter_files
+
+    first = train(TASK, DATA, tmp_path / "a", tiny_store,
+                  TrainConfig(max_steps=30, batch_size=8, learning_rate=5e-3, rank=4, alpha=8, dev_fraction=0.0))
+    config = TrainConfig(max_steps=2, batch_size=8, learning_rate=1e-9, rank=4, alpha=8, dev_fraction=0.0)
+    fresh = train(TASK, DATA, tmp_path / "fresh", tiny_store, config)
+    continued = train(TASK, DATA, tmp_path / "b", tiny_store, config, init_adapter=tmp_path / "a")
+    history = lambda d: json.loads((d / "checkpoint" / "state.json").read_text())["state"]["history"]  # noqa: E731
+    # it starts where the first run ended, not from a fresh LoRA (whose loss is the base model's)
+    assert history(tmp_path / "b")[0] < 0.5 * history(tmp_path / "fresh")[0]
+    assert history(tmp_path / "b")[0] == pytest.approx(np.mean(history(tmp_path / "a")[-3:]), rel=0.5)
+    assert fresh.get("continued_from") is None
+    origin = continued["continued_from"]
+    assert origin["sha256"] == hash_files(adapter_files(tmp_path / "a")) and origin["steps"] == first["steps"] == 30
+    assert continued["epochs_total"] == 10 + 2 / 3  # 30 steps of 3 per epoch, then 2 more
+    assert continued["train_seconds_total"] > continued["train_seconds"]
+    with pytest.raises(GemmapipeError, match="rank 4"):  # LoRA shapes must match the adapter it continues
+        train(TASK, DATA, tmp_path / "c", tiny_store, TrainConfig(max_steps=1, rank=8, alpha=16, dev_fraction=0.0),
+              init_adapter=tmp_path / "a")
+
+
 def test_training_is_deterministic(tiny_store, tmp_path):
     config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.0)
     losses = []
@@ -110,3 +134,9 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
     assert report["field_exact_match"]["label"] > 0.6
     run = gemmapipe_run(["classify", "--schema", str(schema), "--adapter", str(tmp_path / "ad")], input="cheap pills offer 99\n")
     assert run.exit_code == 0 and json.loads(run.stdout) == {"label": "spam"}
+    common = ["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--dev-fraction", "0.25"]
+    more = gemmapipe_run(common + ["--out", str(tmp_path / "more"), "--init-adapter", str(tmp_path / "ad"), "--max-steps", "3"])
+    assert more.exit_code == 0, more.output
+    assert json.loads((tmp_path / "more" / METADATA).read_text())["hyperparameters"]["rank"] == 4  # the adapter's own
+    clash = gemmapipe_run(common + ["--out", str(tmp_path / "clash"), "--init-adapter", str(tmp_path / "ad"), "--rank", "8"])
+    assert clash.exit_code != 0 and "leave out --rank" in clash.stderr and "Traceback" not in clash.output

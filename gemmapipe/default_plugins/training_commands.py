@@ -94,27 +94,39 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
     @click.option("--learning-rate", type=float, default=2e-4, show_default=True)
     @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-    @click.option("--rank", type=click.IntRange(1), default=16, show_default=True, help="LoRA rank.")
+    @click.option("--rank", type=click.IntRange(1), default=None, help="LoRA rank.  [default: 16, or the --init-adapter's]")
+    @click.option("--init-adapter", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                  help="Start from this adapter's weights and train it further (same data: the next epochs).")
     @click.option("--dev-fraction", type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help="Held out from the data for early stopping.")
     @click.option("--max-tokens", type=click.IntRange(16), default=1024, show_default=True, help="Longer examples are skipped.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
     @click.option("--eval-every", type=click.IntRange(1), default=100, show_default=True)
     @click.pass_obj
-    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, dev_fraction, max_tokens, seed, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
+    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, max_tokens, seed, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
         """Fine-tune a LoRA adapter of Gemma 3 270M for a task (CPU; a GPU if torch sees one).
 
-        Ctrl-C saves a checkpoint; run the same command again to resume.
+        Ctrl-C saves a checkpoint; run the same command again to resume. --init-adapter continues an adapter
+        trained earlier: `--init-adapter A --epochs 1` on A's data and seed adds one epoch to A.
         """
         from ..cli import EXIT_INTERRUPTED, _fail
         from ..errors import GemmapipeError
         from ..tasks import read_labelled
         from ..models import ModelStore
-        from ..training import TrainConfig, train as run_training
+        from ..training import TrainConfig, adapter_settings, train as run_training
 
-        config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, rank=rank, alpha=2 * rank,
-                             dev_fraction=dev_fraction, max_tokens=max_tokens, seed=seed, max_steps=max_steps,
-                             checkpoint_every=checkpoint_every, eval_every=eval_every)
+        lora = {"rank": rank or 16, "alpha": 2 * (rank or 16)}
+        try:
+            if init_adapter is not None:
+                lora = adapter_settings(init_adapter)
+                if rank is not None and rank != lora["rank"]:
+                    raise GemmapipeError(f"--rank {rank} differs from the rank of --init-adapter {init_adapter} ({lora['rank']})",
+                                         "leave out --rank when continuing an adapter (its own is used)")
+        except GemmapipeError as exc:
+            _fail(exc)
+        config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, dev_fraction=dev_fraction,
+                             max_tokens=max_tokens, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                             eval_every=eval_every, **lora)
         stop = {"requested": False}
 
         def on_sigint(signum: int, frame: object) -> None:
@@ -129,7 +141,7 @@ def register_commands(cli: click.Group) -> None:
             task = _task(obj, task_name, schema, kind, None)
             out.mkdir(parents=True, exist_ok=True)
             metadata = run_training(task, read_labelled(data), out, ModelStore(obj["cache_dir"], obj["base"]), config,
-                                    on_step=progress.update, should_stop=lambda: stop["requested"])
+                                    on_step=progress.update, should_stop=lambda: stop["requested"], init_adapter=init_adapter)
         except GemmapipeError as exc:
             _fail(exc)
         finally:
