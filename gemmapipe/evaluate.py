@@ -46,6 +46,8 @@ class EvalReport:
     record_exact_match: float = 0.0
     errors_by_type: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: One entry per record, in input order: expected value, the answer (or error) and which fields matched.
+    predictions: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def validity_rate(self) -> float:
@@ -94,13 +96,17 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
     close: dict[str, float] = {f: 0.0 for f in fields}
     whole = 0
     errors: Counter[str] = Counter()
+    predictions: list[dict[str, Any]] = []
     for want, got in zip(expected, generations):
         if not got.ok:
             errors[got.error_type or "error"] += 1
+            predictions.append({"expected": want, "output": None, "error_type": got.error_type, "error": got.error,
+                                "exact": {f: False for f in want}})
             continue
         value = got.value if isinstance(got.value, dict) else {}
         scores = {f: similarity(value[f], want[f], ignore_case) for f in want if f in value}
         matched = [f for f, s in scores.items() if s == 1.0]  # similarity is 1.0 exactly when the normalised texts are equal
+        predictions.append({"expected": want, "output": got.value, "exact": {f: f in matched for f in want}})
         hits.update(matched)
         for f, s in scores.items():
             close[f] += s
@@ -115,6 +121,7 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
         record_exact_match=whole / n if n else 0.0,
         errors_by_type=dict(errors),
         seconds=seconds,
+        predictions=predictions,
     )
 
 

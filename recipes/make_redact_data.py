@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -225,6 +226,21 @@ def generate(train_size: int = 800, test_size: int = 200, seed: int = 0) -> tupl
     test_templates = TRAIN_TEMPLATES + TEST_ONLY_TEMPLATES  # 3 of 12: test-only wording is a quarter of the test split
     test = [rng.choice(test_templates)(test_pool).record() for _ in range(test_size)]
     return train, test
+
+
+PLACEHOLDER = re.compile(r"\[(?:NAME|EMAIL|PHONE|NUMBER|ADDRESS)\]")
+
+
+def personal_values(source: str, redacted: str) -> list[str]:
+    """The spans of ``source`` that ``redacted`` replaced by placeholders, in order (what must never leak).
+
+    The redacted text is the source with some spans replaced, so its plain parts, in order, locate them.
+    """
+    parts = PLACEHOLDER.split(redacted)
+    match = re.fullmatch("(.+?)".join(re.escape(part) for part in parts), source, flags=re.S)
+    if match is None:
+        raise ValueError(f"{redacted!r} is not a redaction of {source!r}")
+    return list(match.groups())
 
 
 def main() -> None:

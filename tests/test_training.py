@@ -32,6 +32,9 @@ def test_score_on_hand_made_cases():
     assert report.field_exact_match == {"company": 0.5, "total": 0.5}
     assert report.record_exact_match == 0.25
     assert report.validity_rate == 0.75 and report.errors_by_type == {"output_truncated": 1}
+    assert [p["exact"] for p in report.predictions] == [{"company": True, "total": True}, {"company": False, "total": True},
+                                                         {"company": True, "total": False}, {"company": False, "total": False}]
+    assert report.predictions[2]["output"] == {"company": "Bar", "total": "2.50"} and report.predictions[3]["error_type"] == "output_truncated"
     relaxed = score("t", expected, got, ignore_case=True)
     assert relaxed.field_exact_match["company"] == 0.75
     assert normalise("  a \n b ") == "a b"
@@ -128,8 +131,13 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
                             "--max-steps", "60", "--learning-rate", "1e-2", "--rank", "4", "--dev-fraction", "0.25", "--eval-every", "10"])
     assert result.exit_code == 0, result.output
     assert "step 60/60 loss" in result.stderr and "min left" in result.stderr  # progress without a terminal
-    result = gemmapipe_run(["eval", "--schema", str(schema), "--kind", "classify", "--adapter", str(tmp_path / "ad"), "--data", str(data), "--json"])
+    result = gemmapipe_run(["eval", "--schema", str(schema), "--kind", "classify", "--adapter", str(tmp_path / "ad"), "--data", str(data), "--json",
+                            "--predictions", str(tmp_path / "predictions.jsonl")])
     report = json.loads(result.stdout)
+    predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [(p["record"], p["text"], p["expected"]) for p in predictions] == [(n, t, e) for n, (t, e) in enumerate(DATA, 1)]
+    assert sum(p["exact"]["label"] for p in predictions) / 24 == report["field_exact_match"]["label"]
+    assert all(p["output"]["label"] in ("spam", "ham") for p in predictions)
     assert report["records"] == 24 and report["schema_validity_rate"] == 1.0
     assert report["field_exact_match"]["label"] > 0.6
     run = gemmapipe_run(["classify", "--schema", str(schema), "--adapter", str(tmp_path / "ad")], input="cheap pills offer 99\n")

@@ -47,8 +47,10 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--threads", type=click.IntRange(1), default=None)
     @click.option("--compute-type", default="int8", show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts and CI).")
+    @click.option("--predictions", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+                  help="Also write every record's answer beside its expected value to this JSONL file (for error analysis).")
     @click.pass_obj
-    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, ignore_case, batch_size, threads, compute_type, as_json) -> None:  # type: ignore[no-untyped-def]
+    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
         from ..cli import _fail
         from ..engine import Engine
@@ -65,6 +67,10 @@ def register_commands(cli: click.Group) -> None:
                 report = evaluate(task, engine, pairs, batch_size, ignore_case)
         except GemmapipeError as exc:
             _fail(exc)
+        if predictions is not None:
+            with open(predictions, "w", encoding="utf-8") as handle:
+                for number, ((text, _), prediction) in enumerate(zip(pairs, report.predictions), start=1):
+                    handle.write(json.dumps({"record": number, "text": text, **prediction}, ensure_ascii=False) + "\n")
         if as_json:
             click.echo(json.dumps(report.to_dict(), indent=2))
             return
