@@ -20,6 +20,17 @@ HF_WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 
 
+def quiet_transformers() -> None:
+    """Keep transformers' "Loading weights" bars and deprecation notices out of users' stderr (cron logs, pipes):
+    gemmapipe reports its own progress. Their warnings and errors still show."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def patch_config(config_path: Path) -> None:
     """Make a saved ``config.json`` describe what gemmapipe runs.
 
@@ -42,6 +53,7 @@ def gguf_to_transformers(gguf_path: Path, out_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
     )
@@ -69,6 +81,7 @@ def merge_lora(base_dir: Path, adapter_dir: Path, out_dir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     model.save_pretrained(str(out_dir), safe_serialization=True)

@@ -30,6 +30,7 @@ from typing import Any
 from .grammar import canonical_json
 from .models import ADAPTER_METADATA as METADATA
 from .cache import hash_files
+from .convert import quiet_transformers
 from .errors import GemmapipeError
 from .models import ModelStore, adapter_files
 from .prompts import PROMPT_FORMAT
@@ -141,6 +142,7 @@ def train(
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(config.seed)
     base_dir = store.base_dir()

@@ -131,6 +131,7 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
                             "--max-steps", "60", "--learning-rate", "1e-2", "--rank", "4", "--dev-fraction", "0.25", "--eval-every", "10"])
     assert result.exit_code == 0, result.output
     assert "step 60/60 loss" in result.stderr and "min left" in result.stderr  # progress without a terminal
+    assert "Loading weights" not in result.stderr  # transformers' own bars stay out of the log
     result = gemmapipe_run(["eval", "--schema", str(schema), "--kind", "classify", "--adapter", str(tmp_path / "ad"), "--data", str(data), "--json",
                             "--predictions", str(tmp_path / "predictions.jsonl")])
     report = json.loads(result.stdout)
