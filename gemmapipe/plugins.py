@@ -91,11 +91,15 @@ class Plugins:
         )
 
     def registry(self) -> Registry:
-        """Kinds and tasks from every plugin; built once. Raises PluginError on duplicate names."""
+        """Kinds and tasks from every plugin; built once. Raises PluginError on duplicate kind names; a task name
+        registered twice warns here and is refused only where it is used."""
         if self._registry is None:
             registry = Registry(failures=self.failures)
             self._call("register_task_kinds", lambda plugin: lambda kind: registry.add_kind(_owned(kind, plugin)))
             self._call("register_tasks", lambda plugin: lambda task: registry.add_task(_checked(task, plugin, registry)))
+            for name in registry.conflicts:
+                error = registry.conflict_error(name)
+                print(f"gemmapipe: warning: {error.message}; it is unavailable ({error.hint})", file=sys.stderr)
             self._registry = registry
         return self._registry
 

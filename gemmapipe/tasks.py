@@ -146,6 +146,9 @@ class Registry:
     kinds: dict[str, TaskKind] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    #: Task names that more than one plugin registers, with those plugins. Such a name is refused when used
+    #: (which of the two was meant is unknown); every other task keeps working.
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
 
     def add_kind(self, kind: TaskKind) -> None:
         if kind.name in self.kinds:
@@ -157,16 +160,26 @@ class Registry:
         self.kinds[kind.name] = kind
 
     def add_task(self, task: Task) -> None:
-        if task.name in self.tasks:
-            other = self.tasks[task.name].plugin
-            raise PluginError(
-                f"task {task.name!r} is registered twice: by plugin {other!r} and by plugin {task.plugin!r}",
-                f"disable one of them with GEMMAPIPE_DISABLE_PLUGINS={task.plugin} (or {other})",
-            )
-        self.tasks[task.name] = task
+        if task.name in self.conflicts:
+            self.conflicts[task.name].append(str(task.plugin))
+        elif task.name in self.tasks:
+            self.conflicts[task.name] = [str(self.tasks.pop(task.name).plugin), str(task.plugin)]
+        else:
+            self.tasks[task.name] = task
+
+    def conflict_error(self, name: str) -> PluginError:
+        plugins = self.conflicts[name]
+        return PluginError(
+            f"task {name!r} is registered twice: by plugin " + " and by plugin ".join(repr(p) for p in plugins),
+            f"disable all but one of them, e.g. GEMMAPIPE_DISABLE_PLUGINS={plugins[-1]} (or {', '.join(plugins[:-1])})",
+        )
 
     def task(self, name: str, kind: str | None = None) -> Task:
-        """The task called ``name`` (of ``kind``, if given), or :class:`TaskNotFound` listing the choices."""
+        """The task called ``name`` (of ``kind``, if given), or :class:`TaskNotFound` listing the choices.
+
+        A name that several plugins register raises :class:`PluginError` naming them all."""
+        if name in self.conflicts:
+            raise self.conflict_error(name)
         task = self.tasks.get(name)
         if task is None or (kind is not None and task.kind != kind):
             choices = sorted(t.name for t in self.tasks.values() if kind is None or t.kind == kind)

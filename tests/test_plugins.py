@@ -51,11 +51,20 @@ def test_fake_plugin_adds_a_runnable_task(gemmapipe_run, tmp_path, monkeypatch):
 
 def test_duplicate_task_names_name_both_plugins(gemmapipe_run, tmp_path, monkeypatch):
     install_fake_plugin(tmp_path, monkeypatch, "gp_dup", TASK_PLUGIN.format(task="invoice"))
-    result = gemmapipe_run(["tasks"])
-    assert result.exit_code == 3
+    # the name is refused where it is used: which of the two tasks was meant is unknown
+    result = gemmapipe_run(["extract", "-s", "invoice", "--no-adapter"], input="Invoice from Acme, total 3.00\n")
+    assert result.exit_code == 3 and result.stdout == ""
     assert "'invoice' is registered twice" in result.stderr
     assert "gemmapipe.default_plugins.builtin_tasks" in result.stderr and "gp_dup" in result.stderr
     assert "GEMMAPIPE_DISABLE_PLUGINS" in result.stderr
+    # everything else keeps working, with a warning that names both plugins (and `plugins` can diagnose it)
+    reset_plugins()  # as a new process would: the warning comes when the plugins load
+    listing = gemmapipe_run(["tasks", "--json"])
+    assert listing.exit_code == 0 and "'invoice' is registered twice" in listing.stderr
+    names = [r["name"] for r in map(json.loads, listing.stdout.splitlines())]
+    assert "invoice" not in names and "banking77" in names
+    plugins = gemmapipe_run(["plugins", "--json"])
+    assert plugins.exit_code == 0 and "gp_dup" in [r["name"] for r in map(json.loads, plugins.stdout.splitlines())]
 
 
 def test_disabling_a_plugin_by_name(gemmapipe_run, tmp_path, monkeypatch):
