@@ -242,11 +242,10 @@ def train(
         "train_seconds": round(state.get("train_seconds", 0.0), 1),  # over every run that resumed this one
         "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 1) if step else None,
         "device": device,
+        "epochs_total": epoch_offset + step / steps_per_epoch,  # of this data, including the runs it continues
     }
     if previous is not None:
         metadata["continued_from"] = {k: v for k, v in previous.items() if k != "epochs_done"}
-        if previous["epochs_done"]:
-            metadata["epochs_total"] = previous["epochs_done"] + step / steps_per_epoch
         if previous["train_seconds"] is not None:
             metadata["train_seconds_total"] = round(previous["train_seconds"] + metadata["train_seconds"], 1)
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2))
@@ -294,8 +293,10 @@ def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, config: Tr
 
 
 def _epochs_done(metadata: dict[str, Any]) -> int:
-    """Epochs a finished run began (a partial last epoch counts: its shuffle was used)."""
-    try:
+    """Epochs a finished run (and the runs it continued) began: a partial last epoch counts, its shuffle was used."""
+    if isinstance(metadata.get("epochs_total"), (int, float)):
+        return math.ceil(metadata["epochs_total"] - 1e-9)
+    try:  # written before epochs_total existed
         per_epoch = math.ceil(int(metadata["train_examples"]) / int(metadata["hyperparameters"]["batch_size"]))
         return math.ceil(int(metadata["steps"]) / per_epoch)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
