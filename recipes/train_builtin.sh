@@ -5,20 +5,34 @@
 # Training data: the train splits of ../shared/datasets (each run holds out a dev split of it for early stopping)
 # and the generated redaction data (recipes/make_redact_data.py). The test splits are never read here: score them
 # with bench/accuracy_bench.py. An interrupted run resumes from its checkpoint in $WORK when started again.
+#
+# invoice and banking77 were trained in stages over two CPU sessions: each stage continues the one before
+# (--init-adapter: same data, seed and dev split, the next epochs' shuffles, a fresh warm-up and decay), and was
+# kept because its dev loss fell (banking77 0.053 -> 0.034; invoice 0.087 -> 0.074 -> 0.060).
 set -eu
 cd "$(dirname "$0")/.."
 DATASETS=${DATASETS:-../shared/datasets}
 WORK=${WORK:-${TMPDIR:-/tmp}/gemmapipe-train}
 [ $# -gt 0 ] || set -- invoice banking77 redact
 
+train_invoice() {
+    gemmapipe train --task invoice --data "$DATASETS/sroie/train.jsonl" --batch-size 8 --dev-fraction 0.05 \
+        --eval-every 25 --checkpoint-every 25 "$@"
+}
+train_banking77() {
+    gemmapipe train --task banking77 --data "$DATASETS/banking77/train.jsonl" --batch-size 32 --dev-fraction 0.05 \
+        --eval-every 50 --checkpoint-every 25 "$@"
+}
+
 for task in "$@"; do
     case $task in
     invoice)
-        gemmapipe train --task invoice --data "$DATASETS/sroie/train.jsonl" --out "$WORK/invoice" \
-            --epochs 2 --learning-rate 3e-4 --batch-size 8 --dev-fraction 0.05 --eval-every 25 --checkpoint-every 25 ;;
+        train_invoice --out "$WORK/invoice-1" --epochs 2 --learning-rate 3e-4
+        train_invoice --out "$WORK/invoice-2" --init-adapter "$WORK/invoice-1" --epochs 1 --learning-rate 2e-4
+        train_invoice --out "$WORK/invoice" --init-adapter "$WORK/invoice-2" --epochs 1 --learning-rate 2e-4 ;;
     banking77)
-        gemmapipe train --task banking77 --data "$DATASETS/banking77/train.jsonl" --out "$WORK/banking77" \
-            --epochs 1 --learning-rate 4e-4 --batch-size 32 --dev-fraction 0.05 --eval-every 50 --checkpoint-every 25 ;;
+        train_banking77 --out "$WORK/banking77-1" --epochs 1 --learning-rate 4e-4
+        train_banking77 --out "$WORK/banking77" --init-adapter "$WORK/banking77-1" --epochs 2 --learning-rate 2e-4 ;;
     redact)
         python recipes/make_redact_data.py --out recipes/redact
         gemmapipe train --task redact --data recipes/redact/train.jsonl --out "$WORK/redact" \
