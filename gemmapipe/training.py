@@ -280,7 +280,9 @@ def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, config: Tr
     if not same_split and config.dev_fraction > 0:
         store.notify(f"adapter {adapter} was not trained on this data with this seed and dev fraction: "
                      "the dev split may hold examples it has seen, so the dev loss overstates it")
-    seconds = metadata.get("train_seconds_total", metadata.get("train_seconds", metadata.get("seconds_this_run")))
+    # The time of everything behind that adapter, where known: older metadata had only ``seconds_this_run`` (the
+    # last resumed run's time) and a continued run without a total does not know its predecessors' time.
+    seconds = metadata.get("train_seconds_total", None if "continued_from" in metadata else metadata.get("train_seconds"))
     return {
         "sha256": hash_files(adapter_files(adapter)),
         "task": metadata.get("task"),
