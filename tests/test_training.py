@@ -142,6 +142,9 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
     assert [(p["record"], p["text"], p["expected"]) for p in predictions] == [(n, t, e) for n, (t, e) in enumerate(DATA, 1)]
     assert sum(p["exact"]["label"] for p in predictions) / 24 == report["field_exact_match"]["label"]
     assert all(p["output"]["label"] in ("spam", "ham") for p in predictions)
+    unwritable = gemmapipe_run(["eval", "--schema", str(schema), "--kind", "classify", "--data", str(data),
+                                "--predictions", str(tmp_path / "no-such-dir" / "p.jsonl")])
+    assert unwritable.exit_code != 0 and "cannot write --predictions" in unwritable.stderr and "Traceback" not in unwritable.output
     assert report["records"] == 24 and report["schema_validity_rate"] == 1.0
     assert report["field_exact_match"]["label"] > 0.6
     run = gemmapipe_run(["classify", "--schema", str(schema), "--adapter", str(tmp_path / "ad")], input="cheap pills offer 99\n")

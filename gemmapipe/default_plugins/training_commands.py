@@ -62,13 +62,17 @@ def register_commands(cli: click.Group) -> None:
         try:
             task = _task(obj, task_name, schema, kind, adapter, no_adapter)
             pairs = read_labelled(data, limit)
+            try:  # opened first: an unwritable path fails now, not after the whole evaluation
+                handle = open(predictions, "w", encoding="utf-8") if predictions is not None else None
+            except OSError as exc:
+                raise GemmapipeError(f"cannot write --predictions {predictions}: {exc.strerror}", "choose a writable path") from exc
             store = ModelStore(obj["cache_dir"], obj["base"])
             with Engine.load(task.adapter, compute_type, threads, store=store) as engine:
                 report = evaluate(task, engine, pairs, batch_size, ignore_case)
         except GemmapipeError as exc:
             _fail(exc)
-        if predictions is not None:
-            with open(predictions, "w", encoding="utf-8") as handle:
+        if handle is not None:
+            with handle:
                 for number, ((text, _), prediction) in enumerate(zip(pairs, report.predictions), start=1):
                     handle.write(json.dumps({"record": number, "text": text, **prediction}, ensure_ascii=False) + "\n")
         if as_json:
