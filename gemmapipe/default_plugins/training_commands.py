@@ -125,15 +125,12 @@ def register_commands(cli: click.Group) -> None:
         from ..models import ModelStore
         from ..training import TrainConfig, adapter_settings, train as run_training
 
-        lora = {"rank": rank or 16, "alpha": 2 * (rank or 16)}
-        try:
-            if init_adapter is not None:
-                lora = adapter_settings(init_adapter)
-                if rank is not None and rank != lora["rank"]:
-                    raise GemmapipeError(f"--rank {rank} differs from the rank of --init-adapter {init_adapter} ({lora['rank']})",
-                                         "leave out --rank when continuing an adapter (its own is used)")
+        try:  # a continued adapter brings its own rank; training refuses a --rank that differs from it
+            lora = adapter_settings(init_adapter) if init_adapter is not None else {}
         except GemmapipeError as exc:
             _fail(exc)
+        if rank is not None:
+            lora.update(rank=rank, alpha=2 * rank)
         config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, dev_fraction=dev_fraction,
                              max_tokens=max_tokens, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
                              eval_every=eval_every, **lora)
