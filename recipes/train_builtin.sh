@@ -1,9 +1,11 @@
 #!/bin/sh
 # Reproduce the adapters of the built-in tasks in gemmapipe/adapters/ (CPU, torch bf16 autocast; a GPU if torch
-# sees one). Usage: recipes/train_builtin.sh [invoice] [banking77] [redact]   (all three when none is named)
+# sees one). Usage: recipes/train_builtin.sh [invoice] [banking77] [redact] [log-severity]   (all when none is named)
+# log-severity is the task of the gemmapipe-logs plugin (pip install ./plugins/gemmapipe-logs); its adapter goes into
+# that package, plugins/gemmapipe-logs/gemmapipe_logs/adapters/log-severity.
 #
 # Training data: the train splits of ../shared/datasets (each run holds out a dev split of it for early stopping)
-# and the generated redaction data (recipes/make_redact_data.py). The test splits are never read here: score them
+# and the generated data of redact and log-severity (recipes/make_redact_data.py, recipes/make_log_severity_data.py). The test splits are never read here: score them
 # with bench/accuracy_bench.py. An interrupted run resumes from its checkpoint in $WORK when started again.
 #
 # invoice and banking77 were trained in stages over two CPU sessions: each stage continues the one before
@@ -13,7 +15,7 @@ set -eu
 cd "$(dirname "$0")/.."
 DATASETS=${DATASETS:-../shared/datasets}
 WORK=${WORK:-${TMPDIR:-/tmp}/gemmapipe-train}
-[ $# -gt 0 ] || set -- invoice banking77 redact
+[ $# -gt 0 ] || set -- invoice banking77 redact log-severity
 
 train_invoice() {
     gemmapipe train --task invoice --data "$DATASETS/sroie/train.jsonl" --batch-size 8 --dev-fraction 0.05 \
@@ -37,11 +39,18 @@ for task in "$@"; do
         python recipes/make_redact_data.py --out recipes/redact
         gemmapipe train --task redact --data recipes/redact/train.jsonl --out "$WORK/redact" \
             --epochs 2 --learning-rate 3e-4 --batch-size 16 --dev-fraction 0.1 --eval-every 20 --checkpoint-every 20 ;;
+    log-severity)
+        python recipes/make_log_severity_data.py --out recipes/log-severity
+        gemmapipe train --task log-severity --data recipes/log-severity/train.jsonl --out "$WORK/log-severity" \
+            --epochs 2 --learning-rate 3e-4 --batch-size 16 --rank 8 --dev-fraction 0.1 --eval-every 15 --checkpoint-every 15 ;;
     *)
-        echo "train_builtin.sh: unknown task '$task' (invoice, banking77 or redact)" >&2; exit 2 ;;
+        echo "train_builtin.sh: unknown task '$task' (invoice, banking77, redact or log-severity)" >&2; exit 2 ;;
     esac
-    mkdir -p "gemmapipe/adapters/$task"
-    cp "$WORK/$task/adapter_config.json" "$WORK/$task/adapter_model.safetensors" "$WORK/$task/gemmapipe-adapter.json" \
-        "gemmapipe/adapters/$task/"
-    echo "train_builtin.sh: gemmapipe/adapters/$task updated" >&2
+    case $task in
+    log-severity) dest=plugins/gemmapipe-logs/gemmapipe_logs/adapters/$task ;;
+    *) dest=gemmapipe/adapters/$task ;;
+    esac
+    mkdir -p "$dest"
+    cp "$WORK/$task/adapter_config.json" "$WORK/$task/adapter_model.safetensors" "$WORK/$task/gemmapipe-adapter.json" "$dest/"
+    echo "train_builtin.sh: $dest updated" >&2
 done

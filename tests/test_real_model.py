@@ -127,6 +127,19 @@ def test_builtin_redact_adapter_removes_personal_data(real_cache):
     assert text.count("[") >= 3 and "#58213" in text and text.startswith("Please call ")
 
 
+def test_logs_plugin_severity_adapter_reads_levels_and_messages(real_cache):
+    pytest.importorskip("gemmapipe_logs", reason="the gemmapipe-logs plugin is not installed (pip install ./plugins/gemmapipe-logs)")
+    lines = {
+        "Nov 28 03:12:01 web-01 kernel: Out of memory: Killed process 812 (java) total-vm:4096000kB": "critical",  # no level
+        "2026-11-28 03:12:01,123 - shop.payments - ERROR - payment 4411 failed: card declined by processor": "error",
+        '10.0.0.1 - - [28/Nov/2026:03:12:01 +0000] "GET /index.html HTTP/1.1" 200 2326 "-" "curl/8.5.0"': "info",
+        'time="2026-11-28T03:12:01Z" level=warn msg="disk usage at 91% on /var" component=agent': "warning",
+    }
+    proc = _run(real_cache, ["classify", "--schema", "log-severity", "--format", "text"], list(lines))
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["severity"] for line in proc.stdout.splitlines()] == list(lines.values())
+
+
 def test_preparation_survives_kill_9_and_concurrent_starts(tmp_path):
     cache = tmp_path / "cache"
     victim = _prepare(cache)

@@ -29,6 +29,7 @@ def test_severity_answers_validate(gemmapipe_check_task):
 
 
 def test_runs_in_a_pipe(gemmapipe_run):
-    result = gemmapipe_run(["classify", "--schema", "log-severity", "--format", "text"], input="\n".join(LINES) + "\n")
+    # the tiny test model cannot take the task's adapter (trained on the real Gemma 3 270M): run without it
+    result = gemmapipe_run(["classify", "--schema", "log-severity", "--format", "text", "--no-adapter"], input="\n".join(LINES) + "\n")
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == len(LINES)
