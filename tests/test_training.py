@@ -62,6 +62,8 @@ def test_a_few_steps_lower_the_loss(tiny_store, tmp_path):
 
     weights = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
     assert weights and all(w.dtype == torch.bfloat16 for w in weights.values())  # exported at half the size
+    peft_config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert peft_config["r"] == 4 and peft_config["base_model_name_or_path"] is None  # not the trainer's cache path
 
 
 def test_a_run_can_continue_an_adapter(tiny_store, tmp_path):
