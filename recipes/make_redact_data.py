@@ -15,8 +15,6 @@ checked against a fresh run.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import re
 from collections.abc import Callable
@@ -244,19 +242,9 @@ def personal_values(source: str, redacted: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "redact")
-    parser.add_argument("--train-size", type=int, default=800)
-    parser.add_argument("--test-size", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    train, test = generate(args.train_size, args.test_size, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, records in (("train", train), ("test", test)):
-        with open(args.out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        print(f"{args.out / (name + '.jsonl')}: {len(records)} records")
+    from split_files import main as write_splits  # recipes/ is on sys.path when this file runs as a script
+
+    write_splits(__doc__.split("\n\n")[0], generate, Path(__file__).parent / "redact")
 
 
 if __name__ == "__main__":
