@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from .models import ModelStore
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +64,12 @@ def gemmapipe_run(gemmapipe_env: dict[str, str]) -> Callable[..., Any]:
 def gemmapipe_check_task(gemmapipe_env: dict[str, str]) -> Callable[[str, list[str]], list[Any]]:
     def check(task_name: str, texts: list[str]) -> list[Any]:
         from .engine import Engine
+        from .models import ModelStore
         from .plugins import get_plugins
 
         task = get_plugins().registry().task(task_name)
-        with Engine.load(_usable_adapter(task.adapter), compute_type="int8") as engine:
+        store = ModelStore()
+        with Engine.load(_usable_adapter(task.adapter, store), compute_type="int8", store=store) as engine:
             results = engine.generate([task.prompt(t) for t in texts], task.compiled, max_new_tokens=task.max_new_tokens or 256)
         for result in results:
             assert result.error_type in (None, "output_truncated"), result.error
@@ -76,15 +81,14 @@ def gemmapipe_check_task(gemmapipe_env: dict[str, str]) -> Callable[[str, list[s
     return check
 
 
-def _usable_adapter(adapter: Path | None) -> Path | None:
-    """``adapter``, or None when its metadata says it was trained on another base model than the one in use."""
+def _usable_adapter(adapter: Path | None, store: ModelStore) -> Path | None:
+    """``adapter``, or None when its metadata says it was trained on another base model than ``store``'s."""
     from .errors import SetupError
-    from .models import ModelStore
 
     if adapter is None:
         return None
     try:
-        ModelStore().check_adapter_base(adapter)
+        store.check_adapter_base(adapter)
     except SetupError:
         return None
     return adapter
