@@ -91,7 +91,10 @@ class _Vocabulary:
         self.tokens = tokens
         self.eos_token_id = tokenizer.eos_id
         self.bos_token_id = tokenizer.hf.token_to_id("<bos>")
-        self.special_token_ids = sorted(tokenizer._added_special)
+        # as llguidance's own parse of tokenizer.json has them: the special added tokens, and the added ones
+        # written like a tag (Gemma's <table>, <h1>, ... are not "special" to tokenizers, but are to llguidance)
+        self.special_token_ids = sorted(i for i, t in tokenizer.hf.get_added_tokens_decoder().items()
+                                        if t.special or (t.content.startswith("<") and t.content.endswith(">")))
         self._hf = tokenizer.hf
 
     def __call__(self, text: str) -> list[int]:
