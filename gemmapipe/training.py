@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .augment import swap_values
 from .grammar import canonical_json
 from .models import ADAPTER_METADATA as METADATA
 from .cache import hash_files
@@ -53,7 +52,6 @@ class TrainConfig:
     checkpoint_every: int = 50
     eval_every: int = 100
     patience: int = 3
-    swap_values: float = 0.0  # extract tasks: chance per field and epoch of a swapped value (see augment.py)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -140,9 +138,6 @@ def train(
     With ``init_adapter``, training starts from that adapter's weights (see :func:`adapter_settings` for the
     rank and target modules ``config`` must then carry) instead of a fresh LoRA initialisation.
     """
-    if config.swap_values and task.kind != "extract":
-        raise GemmapipeError(f"value swapping is for extract tasks; {task.name!r} is a {task.kind} task",
-                             "leave out --swap-values")
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -194,12 +189,7 @@ def train(
     while step < total:
         epoch, position = divmod(step, steps_per_epoch)
         if position == 0 or not epoch_batches:
-            epoch_set = train_set
-            if config.swap_values:  # a fresh draw each epoch, the same one when a run resumes
-                swap_rng = random.Random(f"swap-values-{config.seed}-{epoch_offset + epoch}")
-                epoch_set = build_examples(task, tokenizer, swap_values(train_data, task.schema, swap_rng, config.swap_values),
-                                           config.max_tokens)
-            epoch_batches = _batches(epoch_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
+            epoch_batches = _batches(train_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
         batch = epoch_batches[position % len(epoch_batches)]
         with autocast:
             loss = _loss(model, batch, pad_id, device)
