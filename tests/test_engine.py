@@ -11,7 +11,7 @@ import pytest
 
 from gemmapipe.convert import SLIDING_WINDOW
 from gemmapipe.decoding import Cancelled
-from gemmapipe.engine import Engine
+from gemmapipe.engine import Engine, length_batches
 from gemmapipe.errors import ComputeTypeError, SetupError
 from gemmapipe.grammar import compile_schema
 from gemmapipe.models import check_compute_type
@@ -164,3 +164,13 @@ def test_int4_is_refused_with_an_explanation(compute_type):
 def test_unknown_compute_type():
     with pytest.raises(ComputeTypeError, match="unknown compute type"):
         check_compute_type("float8")
+
+
+def test_batches_hold_prompts_of_about_the_same_length():
+    lengths = [300, 12, 305, 900, 14, 316, 13, 317, 2000]
+    runnable = [0, 1, 2, 3, 4, 5, 6, 7]  # 8 is too long to run and must not come back
+    batches = length_batches(lengths, runnable, batch_size=2, spread=16)
+    assert batches == [[1, 6], [4], [0, 2], [5, 7], [3]]
+    assert length_batches(lengths, runnable, batch_size=16, spread=16) == [[1, 6, 4], [0, 2, 5], [7], [3]]
+    assert length_batches(lengths, runnable, batch_size=16, spread=10_000) == [[1, 6, 4, 0, 2, 5, 7, 3]]
+    assert length_batches(lengths, [], batch_size=4) == []
