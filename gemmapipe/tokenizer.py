@@ -39,8 +39,8 @@ class GemmaTokenizer:
     def guidance(self) -> LLTokenizer:
         """llguidance's tokenizer, built on first use.
 
-        From the byte strings of the tokens already loaded here where the vocabulary's style is known (about 1 s
-        for the 262k vocabulary); otherwise llguidance parses ``tokenizer.json`` a second time (about 2.5 s).
+        From the byte strings of the tokens already loaded here where the vocabulary's style is known (about 1.5 s
+        for the 262k vocabulary); otherwise llguidance parses ``tokenizer.json`` a second time (about 3 s).
         Without llguidance's "slices": they speed up computing a full token mask (0.03 ms instead of 0.6 ms per
         step), but cost ~0.9 s of every start, and gemmapipe computes a mask only on a repair, whose model call
         takes far longer (see decoding.py)."""
@@ -95,10 +95,10 @@ class _Vocabulary:
         # written like a tag (Gemma's <table>, <h1>, ... are not "special" to tokenizers, but are to llguidance)
         self.special_token_ids = sorted(i for i, t in tokenizer.hf.get_added_tokens_decoder().items()
                                         if t.special or (t.content.startswith("<") and t.content.endswith(">")))
-        self._hf = tokenizer.hf
+        self._encode = tokenizer.encode_text
 
     def __call__(self, text: str) -> list[int]:
-        return self._hf.encode(text, add_special_tokens=False).ids
+        return self._encode(text)
 
 
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
