@@ -1,6 +1,6 @@
 """Accuracy benchmark of the built-in tasks: ``gemmapipe eval`` on each test split, against the base model.
 
-    python bench/accuracy_bench.py [--tasks invoice,banking77,redact,log-severity] [--baseline-records 100] [--limit N] [--json]
+    python bench/accuracy_bench.py [--tasks invoice,banking77,redact,log-severity] [--baseline-records 60] [--limit N] [--json]
 
 For every built-in task with a trained adapter (and ``log-severity`` of the gemmapipe-logs plugin, when installed),
 runs ``gemmapipe eval --task NAME --data TEST --json`` (the real Gemma 3 270M, int8) and prints its figures: mean
@@ -51,7 +51,8 @@ def run_eval(task: str, data: Path, extra: list[str]) -> dict:
 
 def count_leaks(predictions: list[dict]) -> dict:
     """Personal values of the source that an answer kept (an error record shows nothing, so it leaks nothing)."""
-    sys.path.insert(0, str(REPO / "recipes"))
+    if str(REPO / "recipes") not in sys.path:
+        sys.path.insert(0, str(REPO / "recipes"))
     from make_redact_data import personal_values
 
     values = leaked = records = 0
@@ -76,7 +77,7 @@ def even_sample(path: Path, n: int, folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TEST_SPLITS))
-    parser.add_argument("--baseline-records", type=int, default=100, help="Test records the base model is scored on (0: skip).")
+    parser.add_argument("--baseline-records", type=int, default=60, help="Test records the base model is scored on (0: skip).")
     parser.add_argument("--limit", type=int, help="Score the adapters on an even sample of N test records instead of all.")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--json", action="store_true")
