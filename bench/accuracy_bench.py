@@ -128,8 +128,10 @@ def main() -> None:
             base, same = entry["base_model"], entry["adapter_on_baseline_sample"]
             def ratio(key: str) -> str:
                 return f"{same[key] / base[key]:.2f}x" if base[key] else "n/a (base 0)"
-            print(f"  vs base model on {base['records']} of them: exact match {same['mean_field_exact_match']:.1%} vs {base['mean_field_exact_match']:.1%}"
-                  f" ({ratio('mean_field_exact_match')}), records/s {ratio('records_per_second')}, schema-valid {ratio('schema_validity_rate')}")
+            print(f"  vs base model on {base['records']} of them (adapter vs base): exact match {same['mean_field_exact_match']:.1%} vs"
+                  f" {base['mean_field_exact_match']:.1%} ({ratio('mean_field_exact_match')}), records/s {same['records_per_second']:.2f} vs"
+                  f" {base['records_per_second']:.2f} ({ratio('records_per_second')}), schema-valid {same['schema_validity_rate']:.1%} vs"
+                  f" {base['schema_validity_rate']:.1%} ({ratio('schema_validity_rate')}), base model errors {base['errors_by_type'] or 0}")
             if "leaks" in base:
                 print(f"  leak rate vs base model: {same['leaks']['leak_rate']:.1%} vs {base['leaks']['leak_rate']:.1%}")
 
