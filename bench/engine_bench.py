@@ -8,6 +8,8 @@ Prints, all measured in this one run (the machine is shared and noisy: compare r
 - constrained generation (grammar + repairs) against unconstrained generation on the same prompts at batch 32
   (banking77) and 8 (invoice), each task with its built-in adapter (``--base-model``: without):
   output tokens/s of each and their ratio, repairs per record, time in the grammar callback;
+- invoice records/s with batches of prompts within ``MAX_PROMPT_SPREAD`` tokens of each other against batches cut
+  from the length-sorted list whatever their spread (alternating, twice each, same engine);
 - peak RSS of the process.
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gemmapipe.engine import Engine  # noqa: E402
+from gemmapipe.engine import MAX_PROMPT_SPREAD, Engine, length_batches  # noqa: E402
 from gemmapipe.plugins import get_plugins  # noqa: E402
 from gemmapipe.prompts import chat_prompt  # noqa: E402
 from gemmapipe.tasks import Task  # noqa: E402
@@ -80,11 +82,11 @@ def constrained_vs_free(engine: Engine, task: Task, texts: list[str], batch: int
     decoding.DecodeState.accept = original  # type: ignore[method-assign]
     out_tokens = sum(r.output_tokens for r in results)
     mean_len = max(1, round(out_tokens / len(results)))
-    # the same prompts, unconstrained, each producing the constrained run's mean answer length
-    encoded = sorted((engine.tokenizer.encode_prompt(p) for p in prompts), key=len)
+    # the same prompts in the same batches, unconstrained, each producing the constrained run's mean answer length
+    encoded = [engine.tokenizer.encode_prompt(p) for p in prompts]
     start = time.perf_counter()
-    for i in range(0, len(encoded), batch):
-        engine.generator.generate_batch([engine.tokenizer.tokens(e) for e in encoded[i : i + batch]], min_length=mean_len,
+    for group in length_batches([len(e) for e in encoded], range(len(encoded)), batch, MAX_PROMPT_SPREAD):
+        engine.generator.generate_batch([engine.tokenizer.tokens(encoded[i]) for i in group], min_length=mean_len,
                                         max_length=mean_len, include_prompt_in_result=False, end_token=[], sampling_topk=1)
     free_s = time.perf_counter() - start
     free_tokens = mean_len * len(encoded)
@@ -99,6 +101,33 @@ def constrained_vs_free(engine: Engine, task: Task, texts: list[str], batch: int
         "constrained_over_free_time_per_token": (constrained_s / out_tokens) / (free_s / free_tokens),
         "grammar_callback_share": spent[0] / constrained_s,
         "records_per_s": len(results) / constrained_s,
+    }
+
+
+def spread_vs_unlimited(engine: Engine, task: Task, texts: list[str], batch: int) -> dict[str, object]:
+    """Records/s with the engine's length-spread limit and without it, on the same receipts, alternating."""
+    import gemmapipe.engine as engine_module
+
+    prompts = [task.prompt(t) for t in texts]
+    limit = engine_module.MAX_PROMPT_SPREAD
+    engine.generate(prompts[:2], task.compiled, batch_size=2)  # warm-up
+    seconds: dict[int, float] = {limit: 0.0, 10**9: 0.0}
+    try:
+        for _ in range(2):
+            for spread in seconds:
+                engine_module.MAX_PROMPT_SPREAD = spread
+                start = time.perf_counter()
+                engine.generate(prompts, task.compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch)
+                seconds[spread] += time.perf_counter() - start
+    finally:
+        engine_module.MAX_PROMPT_SPREAD = limit
+    lengths = [len(engine.tokenizer.encode_prompt(p)) for p in prompts]
+    return {
+        "records": len(prompts),
+        "prompt_tokens_min_max": f"{min(lengths)}-{max(lengths)}",
+        "records_per_s_spread_limited": 2 * len(prompts) / seconds[limit],
+        "records_per_s_spread_unlimited": 2 * len(prompts) / seconds[10**9],
+        "limited_over_unlimited_records_per_s": seconds[10**9] / seconds[limit],
     }
 
 
@@ -125,6 +154,8 @@ def main() -> None:
             task = replace(task, adapter=None)
         task_engine = Engine.load(task.adapter, threads=args.threads) if task.adapter else engine  # its own merged model
         figures[f"{name}_batch{batch}"] = constrained_vs_free(task_engine, task, texts, batch)
+        if name == "invoice":
+            figures[f"invoice_batch16_spread{MAX_PROMPT_SPREAD}_vs_unlimited"] = spread_vs_unlimited(task_engine, task, receipts, 16)
         if task_engine is not engine:
             task_engine.close()
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
