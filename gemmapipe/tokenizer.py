@@ -118,7 +118,8 @@ def token_bytes(hf: Tokenizer) -> list[bytes] | None:
         if not all(ch in table for i, name in enumerate(names) if i not in added for ch in name):
             return None
         return [name.encode() if i in added else bytes(table[ch] for ch in name) for i, name in enumerate(names)]
-    if kinds == ["Replace", "ByteFallback", "Fuse"] and steps[0].get("pattern") == {"String": "\u2581"} and steps[0].get("content") == " ":
+    sentencepiece = kinds == ["Replace", "ByteFallback", "Fuse"] and steps[0].get("pattern") == {"String": "\u2581"}
+    if sentencepiece and steps[0].get("content") == " ":
         out = []
         for i, name in enumerate(names):
             byte = None if i in special else _BYTE_FALLBACK.fullmatch(name)
