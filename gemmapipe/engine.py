@@ -60,9 +60,7 @@ class Generation:
         return self.error is None
 
 
-def length_batches(
-    lengths: Sequence[int], indices: Sequence[int], batch_size: int, spread: int = MAX_PROMPT_SPREAD
-) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int, spread: int) -> list[list[int]]:
     """``indices`` in batches of at most ``batch_size``, shortest prompts first, lengths within ``spread`` per batch."""
     batches: list[list[int]] = []
     for index in sorted(indices, key=lambda i: lengths[i]):

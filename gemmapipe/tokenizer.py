@@ -21,8 +21,7 @@ class GemmaTokenizer:
 
     def __init__(self, tokenizer_json: Path) -> None:
         self.path = tokenizer_json
-        self._json_text = tokenizer_json.read_text(encoding="utf-8")
-        self.hf = Tokenizer.from_str(self._json_text)
+        self.hf = Tokenizer.from_file(str(tokenizer_json))
         missing = [n for n in ("<bos>", EOS_NAME, END_OF_TURN.name, "<start_of_turn>") if self.hf.token_to_id(n) is None]
         if missing:
             raise SetupError(
@@ -45,7 +44,7 @@ class GemmaTokenizer:
         step), but cost ~0.9 s of every start, and gemmapipe computes a mask only on a repair, whose model call
         takes far longer (see decoding.py)."""
         tokens = token_bytes(self.hf)
-        source = self._json_text if tokens is None else TokenizerWrapper(_Vocabulary(self, tokens))
+        source = self.path.read_text(encoding="utf-8") if tokens is None else TokenizerWrapper(_Vocabulary(self, tokens))
         return LLTokenizer(source, eos_token=list(self.stop_ids), slices=[])
 
     def special_id(self, special: Special) -> int:

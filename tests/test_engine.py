@@ -173,4 +173,4 @@ def test_batches_hold_prompts_of_about_the_same_length():
     assert batches == [[1, 6], [4], [0, 2], [5, 7], [3]]
     assert length_batches(lengths, runnable, batch_size=16, spread=16) == [[1, 6, 4], [0, 2, 5], [7], [3]]
     assert length_batches(lengths, runnable, batch_size=16, spread=10_000) == [[1, 6, 4, 0, 2, 5, 7, 3]]
-    assert length_batches(lengths, [], batch_size=4) == []
+    assert length_batches(lengths, [], batch_size=4, spread=16) == []

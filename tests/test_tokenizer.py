@@ -41,3 +41,11 @@ def test_an_unknown_vocabulary_style_falls_back_to_the_file():
     word_piece.decoder = decoders.WordPiece()
     assert token_bytes(word_piece) is None
     assert token_bytes(Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))) is None  # no decoder at all
+
+
+def test_an_unknown_style_builds_llguidance_from_the_file(gemmapipe_tiny_model: Path, monkeypatch):
+    import gemmapipe.tokenizer as tokenizer_module
+
+    monkeypatch.setattr(tokenizer_module, "token_bytes", lambda hf: None)
+    tokenizer = GemmaTokenizer(gemmapipe_tiny_model / "tokenizer.json")
+    assert tokenizer.guidance.tokenize_str(SAMPLES[0]) == tokenizer.encode_text(SAMPLES[0])
