@@ -14,8 +14,8 @@
 # Tried and not kept (dev loss never below 0.060): invoice 2 more epochs at 2e-4 (0.064-0.077; stopped after
 # 1.7 epochs), 1 more epoch at 5e-5 (0.062-0.064), 2 more epochs at 2e-4 with each extracted value swapped for
 # another receipt's in text and answer, half the time (best 0.061; dev exact match unchanged at 88.7 %; the code is
-# in commit ae71af2, taken out again in the next one); a fresh rank-64 adapter, 4 epochs at 3e-4 (--rank 64; best dev
-# loss 0.063, dev exact match 89.5 % against 88.7 %: one field of 124, for an adapter four times the size).
+# in commit ae71af2, taken out again in the next one); a fresh rank-64 adapter, 4 epochs at 3e-4 (--rank 64; best
+# dev loss 0.063, dev exact match 89.5 % against 88.7 %: of 124 fields two gained, one lost; four times the size).
 set -eu
 cd "$(dirname "$0")/.."
 DATASETS=${DATASETS:-../shared/datasets}
