@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .grammar import canonical_json
+from .memory import release_free_memory
 from .models import ADAPTER_METADATA as METADATA
 from .cache import hash_files
 from .convert import quiet_transformers
@@ -36,6 +37,8 @@ from .models import BASE_MODEL_ID, ModelStore, adapter_files
 from .prompts import PROMPT_FORMAT
 from .tasks import Task
 from .tokenizer import GemmaTokenizer
+
+TRIM_EVERY = 10  # steps between returns of freed heap memory to the OS (see memory.py)
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,8 @@ def train(
         state["history"].append(float(loss.detach()))
         if on_step is not None:
             on_step(step, total, state["history"][-1])
+        if step % TRIM_EVERY == 0:
+            release_free_memory()
         stop_early = False
         if dev_set and (step % config.eval_every == 0 or step == total):
             dev_loss = evaluate_loss(model, dev_set, pad_id, device, config.batch_size)

@@ -10,7 +10,7 @@ import pytest
 from gemmapipe.engine import Engine, Generation
 from gemmapipe.evaluate import normalise, score, similarity
 from gemmapipe.tasks import Task
-from gemmapipe.training import METADATA, TrainConfig, train
+from gemmapipe.training import METADATA, TRIM_EVERY, TrainConfig, train
 
 SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham"]}}, "required": ["label"], "additionalProperties": False}
 TASK = Task("tiny-label", "classify", SCHEMA, "Classify.")
@@ -48,11 +48,14 @@ def test_classification_accuracy():
     assert report.mean_field_exact_match == pytest.approx(2 / 3)
 
 
-def test_a_few_steps_lower_the_loss(tiny_store, tmp_path):
+def test_a_few_steps_lower_the_loss(tiny_store, tmp_path, monkeypatch):
+    trims = []
+    monkeypatch.setattr("gemmapipe.training.release_free_memory", lambda: trims.append(1))
     config = TrainConfig(max_steps=30, batch_size=8, learning_rate=5e-3, rank=4, alpha=8, dev_fraction=0.0, checkpoint_every=100)
     metadata = train(TASK, DATA, tmp_path / "a", tiny_store, config)
     history = json.loads((tmp_path / "a" / "checkpoint" / "state.json").read_text())["state"]["history"]
     assert len(history) == 30
+    assert len(trims) == 30 // TRIM_EVERY  # freed activations go back to the OS every few steps
     assert np.mean(history[-5:]) < 0.5 * np.mean(history[:5])
     assert metadata["steps"] == 30 and metadata["prompt_format"] and metadata["schema"] == SCHEMA
     assert metadata["train_seconds"] > 0 and metadata["seconds_per_epoch"] > 0

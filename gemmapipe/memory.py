@@ -1,0 +1,37 @@
+"""Giving freed heap memory back to the operating system during training.
+
+A training step on the CPU allocates and frees gigabytes of activations whose sizes change with each batch's
+length. glibc serves most of them (blocks under its mmap threshold, which rises to 32 MB) from the process heap,
+which it shrinks only from the top, so the freed holes stay resident and the heap grows with fragmentation.
+Measured on an invoice run (rank 16, batches of up to ~900 tokens, a 24 GB machine): at step 50 the heap held
+16 GB; ``malloc_trim`` there took the process from 18.4 GB to 4.0 GB, and the next step brought it back to 13.9 GB.
+The run peaked at 22 GB (a rank-64 run was killed by the kernel at 24 GB); a run on the same data and settings (plus
+value swapping) that trimmed every 10 steps peaked at 18 GB, in no more time. ``malloc_trim`` hands every free
+page of the heap back (``MADV_DONTNEED``); the next step faults in again the pages it needs (~0.4 s per GB here),
+which is why it runs every few steps and not after each.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to call
+        return None
+
+
+def release_free_memory() -> bool:
+    """Return the heap's free pages to the operating system; False where the C library has no ``malloc_trim``."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
