@@ -135,8 +135,12 @@ def train(
     on_step: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     init_adapter: Path | None = None,
+    dev_data: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Train an adapter for ``task`` on ``data`` into ``out_dir``; returns the metadata written beside it.
+
+    The dev set for early stopping is ``config.dev_fraction`` of ``data``, or ``dev_data`` when given (then all of
+    ``data`` is trained on): a dev set of its own can hold out what a random split cannot, such as whole vendors.
 
     With ``init_adapter``, training starts from that adapter's weights (see :func:`adapter_settings` for the
     rank and target modules ``config`` must then carry) instead of a fresh LoRA initialisation.
@@ -150,14 +154,19 @@ def train(
     torch.manual_seed(config.seed)
     base_dir = store.base_dir()
     tokenizer = GemmaTokenizer(base_dir / "tokenizer.json")
-    train_data, dev_data = split_dev(data, config.dev_fraction, config.seed)
+    dev_sha256 = data_hash(dev_data) if dev_data is not None else None
+    if dev_data is not None and config.dev_fraction:
+        raise GemmapipeError("both a dev fraction and a dev data file were given", "give one of --dev-fraction and --dev-data")
+    train_data, dev_data = (data, dev_data) if dev_data is not None else split_dev(data, config.dev_fraction, config.seed)
     train_set = build_examples(task, tokenizer, train_data, config.max_tokens)
     dev_set = build_examples(task, tokenizer, dev_data, config.max_tokens)
     if not train_set:
         raise GemmapipeError("no training example fits", "check the data file, or raise --max-tokens")
     fingerprint = {"data": data_hash(data), "config": asdict(config), "task": task.name, "instruction": task.instruction,
                    "schema": task.schema, "base": store.base_description}
-    previous = _previous_run(init_adapter, store, fingerprint["data"], config) if init_adapter is not None else None
+    if dev_sha256 is not None:
+        fingerprint["dev_data"] = dev_sha256
+    previous = _previous_run(init_adapter, store, fingerprint["data"], dev_sha256, config) if init_adapter is not None else None
     if previous is not None:
         fingerprint["init_adapter"] = previous["sha256"]
     epoch_offset = previous["epochs_done"] if previous is not None else 0
@@ -237,6 +246,7 @@ def train(
         "schema": task.schema,
         "base": store.base_description,
         "data_sha256": fingerprint["data"],
+        "dev_data_sha256": dev_sha256,  # None: the dev set is dev_fraction of the data
         "train_examples": len(train_set),
         "dev_examples": len(dev_set),
         "hyperparameters": asdict(config),
@@ -269,7 +279,7 @@ def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
             "target_modules": tuple(sorted(modules) if isinstance(modules, (list, set)) else [modules])}
 
 
-def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, config: TrainConfig) -> dict[str, Any]:
+def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, dev_sha256: str | None, config: TrainConfig) -> dict[str, Any]:
     """What the adapter a run continues already went through, and how many epochs of this data that was."""
     store.check_adapter_base(adapter)
     settings = adapter_settings(adapter)
@@ -281,10 +291,10 @@ def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, config: Tr
     metadata = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     hyper = metadata.get("hyperparameters", {})
     same_split = (metadata.get("data_sha256") == data_sha256 and hyper.get("seed") == config.seed
-                  and hyper.get("dev_fraction") == config.dev_fraction)
-    if not same_split and config.dev_fraction > 0:
-        store.notify(f"adapter {adapter} was not trained on this data with this seed and dev fraction: "
-                     "the dev split may hold examples it has seen, so the dev loss overstates it")
+                  and hyper.get("dev_fraction") == config.dev_fraction and metadata.get("dev_data_sha256") == dev_sha256)
+    if not same_split and (config.dev_fraction > 0 or dev_sha256 is not None):
+        store.notify(f"adapter {adapter} was not trained on this data with this seed and dev set: "
+                     "the dev set may hold examples it has seen, so the dev loss overstates it")
     # The time of everything behind that adapter, where known: older metadata had only ``seconds_this_run`` (the
     # last resumed run's time) and a continued run without a total does not know its predecessors' time.
     seconds = metadata.get("train_seconds_total", None if "continued_from" in metadata else metadata.get("train_seconds"))

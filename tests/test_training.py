@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gemmapipe.engine import Engine, Generation
+from gemmapipe.errors import GemmapipeError
 from gemmapipe.evaluate import normalise, score, similarity
 from gemmapipe.tasks import Task
 from gemmapipe.training import METADATA, TRIM_EVERY, TrainConfig, train
@@ -160,3 +161,24 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
     assert json.loads((tmp_path / "more" / METADATA).read_text())["hyperparameters"]["rank"] == 4  # the adapter's own
     clash = gemmapipe_run(common + ["--out", str(tmp_path / "clash"), "--init-adapter", str(tmp_path / "ad"), "--rank", "8"])
     assert clash.exit_code != 0 and "leave out --rank" in clash.stderr and "Traceback" not in clash.output
+
+
+def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
+    dev = [("cheap pills offer 100", {"label": "spam"}), ("see you at lunch 100", {"label": "ham"}), ("cheap pills offer 101", {"label": "spam"})]
+    config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.0, eval_every=2)
+    metadata = train(TASK, DATA, tmp_path / "d", tiny_store, config, dev_data=dev)
+    assert metadata["train_examples"] == len(DATA) and metadata["dev_examples"] == len(dev)  # all the data trains
+    assert [step for step, _ in metadata["metrics"]["dev_curve"]] == [2, 4] and metadata["dev_data_sha256"]
+    with pytest.raises(GemmapipeError, match="dev fraction and a dev data file"):
+        train(TASK, DATA, tmp_path / "e", tiny_store, TrainConfig(max_steps=1, rank=4, alpha=8, dev_fraction=0.25), dev_data=dev)
+    schema, data, dev_file = tmp_path / "label.json", tmp_path / "data.jsonl", tmp_path / "dev.jsonl"
+    schema.write_text(json.dumps(SCHEMA))
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    dev_file.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in dev))
+    common = ["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--dev-data", str(dev_file), "--rank", "4"]
+    result = gemmapipe_run(common + ["--out", str(tmp_path / "f"), "--max-steps", "2", "--eval-every", "1"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "f" / METADATA).read_text())
+    assert written["dev_examples"] == 3 and written["train_examples"] == 24 and written["hyperparameters"]["dev_fraction"] == 0.0
+    both = gemmapipe_run(common + ["--out", str(tmp_path / "g"), "--dev-fraction", "0.1"])
+    assert both.exit_code != 0 and "give one of them" in both.stderr and "Traceback" not in both.output

@@ -108,12 +108,14 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--init-adapter", type=click.Path(file_okay=False, exists=True, path_type=Path),
                   help="Start from this adapter's weights and train it further (same data: the next epochs).")
     @click.option("--dev-fraction", type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help="Held out from the data for early stopping.")
+    @click.option("--dev-data", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                  help="Or a labelled JSONL of its own for early stopping (all of --data is then trained on).")
     @click.option("--max-tokens", type=click.IntRange(16), default=1024, show_default=True, help="Longer examples are skipped.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
     @click.option("--eval-every", type=click.IntRange(1), default=100, show_default=True)
     @click.pass_obj
-    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, max_tokens, seed, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
+    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, dev_data, max_tokens, seed, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
         """Fine-tune a LoRA adapter of Gemma 3 270M for a task (CPU; a GPU if torch sees one).
 
         Ctrl-C saves a checkpoint; run the same command again to resume. --init-adapter continues an adapter
@@ -131,6 +133,10 @@ def register_commands(cli: click.Group) -> None:
             _fail(exc)
         if rank is not None:
             lora.update(rank=rank, alpha=2 * rank)
+        if dev_data is not None:
+            if click.get_current_context().get_parameter_source("dev_fraction") is not click.core.ParameterSource.DEFAULT:
+                _fail(GemmapipeError("--dev-fraction and --dev-data were both given", "give one of them"))
+            dev_fraction = 0.0
         config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, dev_fraction=dev_fraction,
                              max_tokens=max_tokens, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
                              eval_every=eval_every, **lora)
@@ -148,7 +154,8 @@ def register_commands(cli: click.Group) -> None:
             task = _task(obj, task_name, schema, kind, None)
             out.mkdir(parents=True, exist_ok=True)
             metadata = run_training(task, read_labelled(data), out, ModelStore(obj["cache_dir"], obj["base"]), config,
-                                    on_step=progress.update, should_stop=lambda: stop["requested"], init_adapter=init_adapter)
+                                    on_step=progress.update, should_stop=lambda: stop["requested"], init_adapter=init_adapter,
+                                    dev_data=read_labelled(dev_data) if dev_data is not None else None)
         except GemmapipeError as exc:
             _fail(exc)
         finally:
