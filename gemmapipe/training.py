@@ -186,6 +186,9 @@ def train(
         lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules))
         model = get_peft_model(model, lora)
         state = {"step": 0, "best_dev_loss": None, "bad_evals": 0, "history": []}
+    # An exported adapter names its base google/gemma-3-270m; saving a checkpoint with that name would make PEFT ask
+    # the Hub whether the base's vocabulary changed. The base is the local folder, whatever the adapter says.
+    model.peft_config["default"].base_model_name_or_path = str(base_dir)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     if (checkpoint / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))

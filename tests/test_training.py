@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def test_a_few_steps_lower_the_loss(tiny_store, tmp_path, monkeypatch):
     assert peft_config["r"] == 4 and peft_config["base_model_name_or_path"] is None  # not the trainer's cache path
 
 
-def test_a_run_can_continue_an_adapter(tiny_store, tmp_path):
+def test_a_run_can_continue_an_adapter(tiny_store, tmp_path, monkeypatch):
     from gemmapipe.cache import hash_files
     from gemmapipe.errors import GemmapipeError
     from gemmapipe.models import adapter_files
@@ -88,7 +89,13 @@ def test_a_run_can_continue_an_adapter(tiny_store, tmp_path):
     origin = continued["continued_from"]
     assert origin["sha256"] == hash_files(adapter_files(tmp_path / "a")) and origin["steps"] == first["steps"] == 30
     assert first["epochs_total"] == 10 and continued["epochs_total"] == 10 + 2 / 3  # 30 steps of 3 per epoch, then 2 more
-    again = train(TASK, DATA, tmp_path / "c2", tiny_store, config, init_adapter=tmp_path / "b")
+    exported = json.loads((tmp_path / "b" / "adapter_config.json").read_text())  # as a shipped adapter names its base
+    (tmp_path / "b" / "adapter_config.json").write_text(json.dumps(exported | {"base_model_name_or_path": "google/gemma-3-270m"}))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = train(TASK, DATA, tmp_path / "c2", tiny_store, config, init_adapter=tmp_path / "b")
+    assert not [w for w in caught if "google/gemma-3-270m" in str(w.message)]  # no Hub lookup when it saves
     assert again["epochs_total"] == 11 + 2 / 3  # a chain counts every run; the partial epoch's shuffle is not reused
     assert again["train_seconds_total"] == round(continued["train_seconds_total"] + again["train_seconds"], 1)  # the chain's sum
     assert first["train_seconds"] > 0 and continued["train_seconds_total"] == round(first["train_seconds"] + continued["train_seconds"], 1)
