@@ -145,6 +145,8 @@ def train(
     With ``init_adapter``, training starts from that adapter's weights (see :func:`adapter_settings` for the
     rank and target modules ``config`` must then carry) instead of a fresh LoRA initialisation.
     """
+    if dev_data is not None and config.dev_fraction:  # before the base model is prepared, which can take minutes
+        raise GemmapipeError("both a dev fraction and a dev data file were given", "give one of them: --dev-fraction or --dev-data")
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -154,9 +156,8 @@ def train(
     torch.manual_seed(config.seed)
     base_dir = store.base_dir()
     tokenizer = GemmaTokenizer(base_dir / "tokenizer.json")
+    out_dir.mkdir(parents=True, exist_ok=True)
     dev_sha256 = data_hash(dev_data) if dev_data is not None else None
-    if dev_data is not None and config.dev_fraction:
-        raise GemmapipeError("both a dev fraction and a dev data file were given", "give one of --dev-fraction and --dev-data")
     train_data, dev_data = (data, dev_data) if dev_data is not None else split_dev(data, config.dev_fraction, config.seed)
     train_set = build_examples(task, tokenizer, train_data, config.max_tokens)
     dev_set = build_examples(task, tokenizer, dev_data, config.max_tokens)

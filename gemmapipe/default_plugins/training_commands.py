@@ -133,10 +133,8 @@ def register_commands(cli: click.Group) -> None:
             _fail(exc)
         if rank is not None:
             lora.update(rank=rank, alpha=2 * rank)
-        if dev_data is not None:
-            if click.get_current_context().get_parameter_source("dev_fraction") is not click.core.ParameterSource.DEFAULT:
-                _fail(GemmapipeError("--dev-fraction and --dev-data were both given", "give one of them"))
-            dev_fraction = 0.0
+        if dev_data is not None and click.get_current_context().get_parameter_source("dev_fraction") is click.core.ParameterSource.DEFAULT:
+            dev_fraction = 0.0  # the default fraction gives way to a dev file; a fraction given too is train()'s error
         config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, dev_fraction=dev_fraction,
                              max_tokens=max_tokens, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
                              eval_every=eval_every, **lora)
@@ -152,7 +150,6 @@ def register_commands(cli: click.Group) -> None:
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             task = _task(obj, task_name, schema, kind, None)
-            out.mkdir(parents=True, exist_ok=True)
             metadata = run_training(task, read_labelled(data), out, ModelStore(obj["cache_dir"], obj["base"]), config,
                                     on_step=progress.update, should_stop=lambda: stop["requested"], init_adapter=init_adapter,
                                     dev_data=read_labelled(dev_data) if dev_data is not None else None)
