@@ -2,7 +2,8 @@
 
 Each generator has ``generate(train_size, test_size, seed) -> (train, test)``; :func:`main` parses ``--out``,
 ``--train-size``, ``--test-size`` and ``--seed`` (defaults: the generator's own) and writes ``train.jsonl`` and
-``test.jsonl`` into ``--out``, one JSON record per line.
+``test.jsonl`` into ``--out``, one JSON record per line (:func:`write_files`, which recipes that split data
+otherwise use too).
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ def main(description: str, generate: Callable[..., tuple[Records, Records]], def
     parser.add_argument("--seed", type=int, default=defaults["seed"])
     args = parser.parse_args()
     train, test = generate(args.train_size, args.test_size, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, records in (("train", train), ("test", test)):
-        with open(args.out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+    write_files(args.out, {"train": train, "test": test})
+
+
+def write_files(out: Path, parts: dict[str, Records]) -> None:
+    """Each part as ``<out>/<name>.jsonl``, one JSON record per line, and a line on stdout saying so."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, records in parts.items():
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        print(f"{args.out / (name + '.jsonl')}: {len(records)} records")
+        print(f"{out / (name + '.jsonl')}: {len(records)} records")

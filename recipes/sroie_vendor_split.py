@@ -17,23 +17,27 @@ Usage: python recipes/sroie_vendor_split.py --out /tmp/vendor-split
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+from gemmapipe.evaluate import normalise
+from gemmapipe.tasks import read_labelled
 from gemmapipe.training import split_dev
+
+Pair = tuple[str, dict[str, Any]]  # (text, expected), as read_labelled gives them
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sroie" / "train.jsonl"
 
 
-def shop(record: dict) -> str:
-    return " ".join(record["expected"]["company"].upper().split())
+def shop(record: Pair) -> str:
+    return normalise(record[1]["company"]).upper()
 
 
-def vendor_split(records: list[dict], size: int, seed: int, largest_shop: int = 5) -> tuple[list[dict], list[dict]]:
+def vendor_split(records: list[Pair], size: int, seed: int, largest_shop: int = 5) -> tuple[list[Pair], list[Pair]]:
     """(rest, held-out) with every receipt of a held-out shop in held-out."""
-    by_shop: dict[str, list[dict]] = defaultdict(list)
+    by_shop: dict[str, list[Pair]] = defaultdict(list)
     for record in records:
         by_shop[shop(record)].append(record)
     names = sorted(by_shop)
@@ -56,15 +60,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    records = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rest, unseen = vendor_split(records, args.size, args.seed)
+    from split_files import write_files  # recipes/ is on sys.path when this file runs as a script
+
+    rest, unseen = vendor_split(read_labelled(args.data), args.size, args.seed)
     _, seen = split_dev(rest, 0.05, 0)  # what gemmapipe train --dev-fraction 0.05 --seed 0 holds out of rest
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, part in (("rest", rest), ("dev_unseen", unseen), ("dev_seen", seen)):
-        with open(args.out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-            for record in part:
-                handle.write(json.dumps({"text": record["text"], "expected": record["expected"]}, ensure_ascii=False) + "\n")
-        print(f"{args.out / (name + '.jsonl')}: {len(part)} receipts")
+    write_files(args.out, {name: [{"text": text, "expected": expected} for text, expected in part]
+                           for name, part in (("rest", rest), ("dev_unseen", unseen), ("dev_seen", seen))})
 
 
 if __name__ == "__main__":

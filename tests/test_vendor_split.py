@@ -11,13 +11,13 @@ sroie_vendor_split = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sroie_vendor_split)  # type: ignore[union-attr]
 
 
-def receipts() -> list[dict]:
+def receipts() -> list[tuple[str, dict]]:
     sizes = {"BIG SHOP SDN BHD": 9, "TWIN STORE": 2, "CAFE ONE": 1, "CAFE TWO": 1, "KEDAI TIGA": 3, "LONE MART": 1}
     out = []
     for name, size in sizes.items():
         for n in range(size):  # the same shop spelt with other spacing and case still counts as one
             company = name.lower() if n == 1 else name.replace(" ", "  ") if n == 2 else name
-            out.append({"text": f"{company}\nRECEIPT {n}", "expected": {"company": company, "total": str(n)}})
+            out.append((f"{company}\nRECEIPT {n}", {"company": company, "total": str(n)}))
     return out
 
 
