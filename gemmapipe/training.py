@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .augment import swap_values
 from .grammar import canonical_json
 from .memory import release_free_memory
 from .models import ADAPTER_METADATA as METADATA
@@ -55,6 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     eval_every: int = 100
     patience: int = 3
+    swap_values: float = 0.0  # extract tasks: chance per field and epoch of a swapped value (see augment.py)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -147,6 +149,9 @@ def train(
     """
     if dev_data is not None and config.dev_fraction:  # before the base model is prepared, which can take minutes
         raise GemmapipeError("both a dev fraction and a dev data file were given", "give one of them: --dev-fraction or --dev-data")
+    if config.swap_values and task.kind != "extract":
+        raise GemmapipeError(f"value swapping is for extract tasks; {task.name!r} is a {task.kind} task",
+                             "leave out --swap-values")
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -205,7 +210,12 @@ def train(
     while step < total:
         epoch, position = divmod(step, steps_per_epoch)
         if position == 0 or not epoch_batches:
-            epoch_batches = _batches(train_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
+            epoch_set = train_set
+            if config.swap_values:  # a fresh draw each epoch, the same one when a run resumes
+                swap_rng = random.Random(f"swap-values-{config.seed}-{epoch_offset + epoch}")
+                epoch_set = build_examples(task, tokenizer, swap_values(train_data, task.schema, swap_rng, config.swap_values),
+                                           config.max_tokens)
+            epoch_batches = _batches(epoch_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
         batch = epoch_batches[position % len(epoch_batches)]
         with autocast:
             loss = _loss(model, batch, pad_id, device)
