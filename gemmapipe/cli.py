@@ -180,12 +180,13 @@ def apply_adapter(task: Task, adapter: Path) -> Task:
     """``task`` with ``adapter``; an adapter written by `gemmapipe train` also brings the instruction it learned."""
     from dataclasses import replace
 
+    from .grammar import decoding_free
     from .models import ADAPTER_METADATA
 
     metadata_path = adapter / ADAPTER_METADATA
     if metadata_path.is_file():
         metadata = json.loads(metadata_path.read_text())
-        if metadata.get("schema") not in (None, task.schema):
+        if metadata.get("schema") is not None and decoding_free(metadata["schema"]) != decoding_free(task.schema):
             click.echo(f"gemmapipe: warning: adapter {adapter} was trained for another schema than task {task.name!r}", err=True)
         return replace(task, adapter=adapter, instruction=metadata.get("instruction", task.instruction))
     return replace(task, adapter=adapter)

@@ -126,13 +126,19 @@ class Engine:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
         cancel: threading.Event | None = None,
+        sources: Sequence[str] | None = None,
     ) -> list[Generation]:
         """Answer every prompt under ``schema``; results come back in the order of ``prompts``.
+
+        ``sources`` are the prompts' input texts, which the schema's copied properties (``x-copy-from-input``)
+        take their values from; required for such a schema.
 
         Prompts are grouped by token length into batches of at most ``batch_size`` whose lengths differ by at
         most :data:`MAX_PROMPT_SPREAD` tokens (see :func:`length_batches`).
         Raises :class:`gemmapipe.decoding.Cancelled` when ``cancel`` is set.
         """
+        if schema.copied and (sources is None or len(sources) != len(prompts)):
+            raise ValueError(f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt")
         encoded = [self.tokenizer.encode_prompt(p) for p in prompts]
         results: list[Generation | None] = [None] * len(prompts)
         runnable = []
@@ -149,7 +155,11 @@ class Engine:
                 runnable.append(index)
         guidance = self.tokenizer.guidance
         for batch in length_batches([len(ids) for ids in encoded], runnable, batch_size, MAX_PROMPT_SPREAD):
-            states = [DecodeState(encoded[i], LLMatcher(guidance, schema.grammar, log_level=0), max_new_tokens, self.tokenizer.stop_ids) for i in batch]
+            states = [
+                DecodeState(encoded[i], LLMatcher(guidance, schema.grammar_for(sources[i] if sources else None), log_level=0),
+                            max_new_tokens, self.tokenizer.stop_ids)
+                for i in batch
+            ]
             with self._lock:
                 decode_batch(self.generator, self.tokenizer, states, cancel)
             for index, state in zip(batch, states):

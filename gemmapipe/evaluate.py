@@ -129,5 +129,6 @@ def evaluate(task: Task, engine: Engine, data: list[tuple[str, dict[str, Any]]],
     """Run ``task`` over ``data`` and score it."""
     start = time.perf_counter()
     generations = engine.generate([task.prompt(text) for text, _ in data], task.compiled,
-                                  max_new_tokens=task.max_new_tokens or 256, batch_size=batch_size)
+                                  max_new_tokens=task.max_new_tokens or 256, batch_size=batch_size,
+                                  sources=[task.source(text) for text, _ in data])
     return score(task.name, [want for _, want in data], generations, ignore_case, time.perf_counter() - start)

@@ -2,11 +2,16 @@
 
 The grammar is compact: no optional whitespace, ``,`` and ``:`` as separators, properties in the schema's
 order. :func:`canonical_json` writes exactly that text, so adapters are trained on what decoding produces.
+
+A string property marked ``"x-copy-from-input": true`` can only take a value copied from the record's input text:
+a run of whole words, digits and punctuation of it, with every run of whitespace (line breaks too) read as one
+space. Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +23,13 @@ from .errors import SchemaError
 
 #: Compact JSON: the one text the grammar allows for a value, so the model never wastes tokens on layout.
 COMPILE_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+
+#: Schema keyword of a string property whose value must be copied from the input text.
+COPY_KEYWORD = "x-copy-from-input"
+#: Keywords a copied property may have besides ``type``: none that the copy grammar would leave unenforced.
+_COPY_ALLOWED = {"type", "title", "description", "examples", "$comment", COPY_KEYWORD}
+#: What a copied value is built of: runs of letters, runs of digits, single other characters, whitespace runs.
+_COPY_PIECES = re.compile(r"[^\W\d_]+|\d+|\s+|.", re.S)
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,18 @@ class CompiledSchema:
     grammar: str
     unenforced: tuple[str, ...] = ()
     validator: Draft202012Validator = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    #: properties marked ``x-copy-from-input``; when there are any, decode with :meth:`grammar_for`
+    copied: tuple[str, ...] = ()
+    _copy_lark: str = field(repr=False, compare=False, default="")
+
+    def grammar_for(self, source: str | None) -> str:
+        """The grammar for one record whose input text is ``source``: the copied properties can only take runs
+        of that text. Without copied properties, :attr:`grammar` whatever ``source`` is."""
+        if not self.copied:
+            return self.grammar
+        if source is None:
+            raise ValueError(f"properties {', '.join(self.copied)} are copied from the input: give the input text")
+        return LLMatcher.grammar_from_lark(self._copy_lark + json.dumps({"substring_chunks": copy_pieces(source)}, ensure_ascii=False))
 
     def errors(self, value: Any) -> list[str]:
         """Messages for every way ``value`` breaks the schema (empty when it is valid)."""
@@ -68,7 +92,66 @@ def compile_schema(schema: dict[str, Any]) -> CompiledSchema:
     else:
         unenforced = [_strip(m) for m in messages]
     validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    return CompiledSchema(schema=schema, grammar=grammar, unenforced=tuple(unenforced), validator=validator)
+    copied = _copied_properties(schema)
+    copy_lark = _copy_lark(schema, copied) if copied else ""
+    if copied:
+        failed, messages = LLMatcher.validate_grammar_with_warnings(LLMatcher.grammar_from_lark(copy_lark + '{"substring_chunks": []}'))
+        if failed:  # a property's own schema that llguidance cannot inline
+            raise SchemaError(f"this schema cannot be turned into a decoding grammar: {messages[0]}",
+                              f"simplify the schema, or drop {COPY_KEYWORD}")
+    return CompiledSchema(schema=schema, grammar=grammar, unenforced=tuple(unenforced), validator=validator,
+                          copied=copied, _copy_lark=copy_lark)
+
+
+def decoding_free(schema: Any) -> Any:
+    """``schema`` without the keywords that only steer decoding (``x-copy-from-input``): what an adapter learned."""
+    if isinstance(schema, dict):
+        return {k: decoding_free(v) for k, v in schema.items() if k != COPY_KEYWORD}
+    if isinstance(schema, list):
+        return [decoding_free(v) for v in schema]
+    return schema
+
+
+def copy_pieces(source: str) -> list[str]:
+    """``source`` cut where a copied value may start or end, each piece as it is written inside a JSON string."""
+    text = " ".join(source.split())
+    return [json.dumps(piece, ensure_ascii=False)[1:-1] for piece in _COPY_PIECES.findall(text)]
+
+
+def _copied_properties(schema: dict[str, Any]) -> tuple[str, ...]:
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return ()
+    copied = tuple(name for name, sub in props.items() if isinstance(sub, dict) and sub.get(COPY_KEYWORD) is True)
+    if not copied:
+        return ()
+    shape_hint = f"{COPY_KEYWORD} is for string properties of the top-level object, all required, additionalProperties false"
+    if schema.get("type") != "object" or schema.get("additionalProperties") is not False or set(schema.get("required", [])) != set(props):
+        raise SchemaError(f"{COPY_KEYWORD} needs a top-level object whose properties are all required and no others allowed",
+                          f"make every property required and set additionalProperties to false ({shape_hint})")
+    for name in copied:
+        sub = props[name]
+        extra = sorted(set(sub) - _COPY_ALLOWED)
+        if sub.get("type") != "string" or extra:
+            raise SchemaError(f"property {name!r} is copied from the input, so it must be a plain string"
+                              + (f" (it has {', '.join(extra)})" if extra else ""),
+                              f'give it only "type": "string" and a description, or drop {COPY_KEYWORD}')
+    return copied
+
+
+def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
+    """A Lark grammar for the object, open at its end: the substring chunks of the input text follow."""
+    members, rules = [], []
+    for index, (name, sub) in enumerate(schema["properties"].items()):
+        key = json.dumps(json.dumps(name, ensure_ascii=False) + ":", ensure_ascii=False)
+        if name in copied:
+            members.append(f"{key} COPIED")
+        else:
+            members.append(f"{key} value_{index}")
+            inline = {**sub, "x-guidance": COMPILE_OPTIONS, **({"$defs": schema["$defs"]} if "$defs" in schema else {})}
+            rules.append(f"value_{index}: %json {json.dumps(inline, ensure_ascii=False)}")
+    start = 'start: "{" ' + ' "," '.join(members) + ' "}"'
+    return "\n".join([start, *rules, 'COPIED: "\\"" SOURCE "\\""', "SOURCE: %regex "])
 
 
 def _strip(message: str) -> str:

@@ -99,6 +99,7 @@ def run_task(
                         batch_size=options.batch_size,
                         max_input_tokens=options.max_input_tokens,
                         cancel=cancel,
+                        sources=[task.source(r.text, r.fields) for r in good],
                     )
                 except Cancelled:
                     summary.stopped_early = "interrupted"

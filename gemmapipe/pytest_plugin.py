@@ -70,7 +70,8 @@ def gemmapipe_check_task(gemmapipe_env: dict[str, str]) -> Callable[[str, list[s
         task = get_plugins().registry().task(task_name)
         store = ModelStore()
         with Engine.load(_usable_adapter(task.adapter, store), compute_type="int8", store=store) as engine:
-            results = engine.generate([task.prompt(t) for t in texts], task.compiled, max_new_tokens=task.max_new_tokens or 256)
+            results = engine.generate([task.prompt(t) for t in texts], task.compiled, max_new_tokens=task.max_new_tokens or 256,
+                                      sources=[task.source(t) for t in texts])
         for result in results:
             assert result.error_type in (None, "output_truncated"), result.error
             if result.ok:

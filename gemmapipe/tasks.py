@@ -61,11 +61,16 @@ class Task:
     def compiled(self) -> CompiledSchema:
         return compile_schema(self.schema)
 
+    def source(self, text: str, record: Mapping[str, Any] | None = None) -> str:
+        """The model's input for one record (``text`` from the text field; ``record`` the whole JSON object if any).
+
+        Copied properties (``x-copy-from-input``) take their values from it."""
+        return self.input_text(text, record) if self.input_text else text
+
     def prompt(self, text: str, record: Mapping[str, Any] | None = None) -> Prompt:
         """The prompt for one record (``text`` from the text field; ``record`` the whole JSON object if any)."""
-        body = self.input_text(text, record) if self.input_text else text
         shots = [(t, canonical_json(v, self.schema)) for t, v in self.examples]
-        return chat_prompt(self.instruction, body, shots)
+        return chat_prompt(self.instruction, self.source(text, record), shots)
 
     def with_examples(self, examples: list[tuple[str, Any]]) -> Task:
         return replace(self, examples=tuple(examples))
