@@ -125,10 +125,9 @@ def _copied_properties(schema: dict[str, Any]) -> tuple[str, ...]:
     copied = tuple(name for name, sub in props.items() if isinstance(sub, dict) and sub.get(COPY_KEYWORD) is True)
     if not copied:
         return ()
-    shape_hint = f"{COPY_KEYWORD} is for string properties of the top-level object, all required, additionalProperties false"
     if schema.get("type") != "object" or schema.get("additionalProperties") is not False or set(schema.get("required", [])) != set(props):
         raise SchemaError(f"{COPY_KEYWORD} needs a top-level object whose properties are all required and no others allowed",
-                          f"make every property required and set additionalProperties to false ({shape_hint})")
+                          f"make every property required and set additionalProperties to false, or drop {COPY_KEYWORD}")
     for name in copied:
         sub = props[name]
         extra = sorted(set(sub) - _COPY_ALLOWED)
