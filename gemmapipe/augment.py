@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 
-
 def _edge(char: str, before: bool) -> str:
     """What may not touch a value at this end: "9.80" in "39.80" or "1.2" in "1.25" is no occurrence of it, nor
     "SDN" in "SDNBHD"; "39.80" in "RM39.80" is one."""

@@ -93,14 +93,14 @@ def compile_schema(schema: dict[str, Any]) -> CompiledSchema:
         unenforced = [_strip(m) for m in messages]
     validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     copied = _copied_properties(schema)
-    copy_lark = _copy_lark(schema, copied) if copied else ""
+    compiled = CompiledSchema(schema=schema, grammar=grammar, unenforced=tuple(unenforced), validator=validator,
+                              copied=copied, _copy_lark=_copy_lark(schema, copied) if copied else "")
     if copied:
-        failed, messages = LLMatcher.validate_grammar_with_warnings(LLMatcher.grammar_from_lark(copy_lark + '{"substring_chunks": []}'))
+        failed, messages = LLMatcher.validate_grammar_with_warnings(compiled.grammar_for(""))
         if failed:  # a property's own schema that llguidance cannot inline
             raise SchemaError(f"this schema cannot be turned into a decoding grammar: {messages[0]}",
                               f"simplify the schema, or drop {COPY_KEYWORD}")
-    return CompiledSchema(schema=schema, grammar=grammar, unenforced=tuple(unenforced), validator=validator,
-                          copied=copied, _copy_lark=copy_lark)
+    return compiled
 
 
 def decoding_free(schema: Any) -> Any:
