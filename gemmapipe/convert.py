@@ -73,6 +73,9 @@ def gguf_to_transformers(gguf_path: Path, out_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     tokenizer.save_pretrained(str(out_dir))
     patch_config(out_dir / "config.json")
+    from .tokenizer import GemmaTokenizer
+
+    GemmaTokenizer(out_dir / "tokenizer.json")  # refuses a tokenizer that splits text unlike Gemma 3's
 
 
 def copy_transformers_model(src: Path, out_dir: Path) -> None:

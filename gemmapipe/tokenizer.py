@@ -15,6 +15,13 @@ from .prompts import END_OF_TURN, Prompt, Special
 
 EOS_NAME = "<eos>"
 
+#: Gemma 3's vocabulary size, and how its tokenizer splits a probe text. transformers before 5.18 converted the GGUF's
+#: tokenizer without its merges: words came out in pieces ("hello" as 5 tokens), which the model never saw in
+#: training, so answers were garbled while every file looked fine. A tokenizer of this vocabulary must split alike.
+GEMMA3_VOCAB_SIZE = 262144
+SPLIT_PROBE = "Total: 39.80 at KUALA LUMPUR, hello world"
+SPLIT_PROBE_IDS = [9640, 236787, 236743, 236800, 236819, 236761, 236828, 236771, 657, 751, 200471, 226448, 236764, 29104, 1902]
+
 
 class GemmaTokenizer:
     """Encodes prompts (text and special tokens) and decodes answers; built from a ``tokenizer.json``."""
@@ -33,6 +40,19 @@ class GemmaTokenizer:
         #: generation stops at either token; the grammar ends the answer with ``<end_of_turn>``
         self.stop_ids: tuple[int, int] = (self.end_of_turn_id, self.eos_id)
         self._added_special = {i: t.content for i, t in self.hf.get_added_tokens_decoder().items() if t.special}
+        self._check_splitting()
+
+    def _check_splitting(self) -> None:
+        """Refuse a Gemma 3 vocabulary whose tokenizer splits text unlike Gemma 3's (a faulty conversion)."""
+        if self.hf.get_vocab_size() != GEMMA3_VOCAB_SIZE:
+            return  # another model's vocabulary (the tests' tiny model): nothing to compare with
+        if self.hf.encode(SPLIT_PROBE, add_special_tokens=False).ids != SPLIT_PROBE_IDS:
+            raise SetupError(
+                f"the tokenizer {self.path} splits text unlike Gemma 3's tokenizer (it was converted by a transformers "
+                "older than 5.18, or is damaged); the model would read and write garbled text",
+                "pip install -U 'transformers>=5.18', then delete the base/ and ct2/ folders of gemmapipe's cache "
+                "($GEMMAPIPE_CACHE, else $XDG_CACHE_HOME/gemmapipe or ~/.cache/gemmapipe) so the model is prepared again",
+            )
 
     @cached_property
     def guidance(self) -> LLTokenizer:

