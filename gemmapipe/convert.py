@@ -106,6 +106,7 @@ def transformers_to_ctranslate2(model_dir: Path, out_dir: Path, quantization: st
     """Convert a transformers Gemma 3 folder into a CTranslate2 model folder (``force``: ``out_dir`` may exist)."""
     from ctranslate2.converters import TransformersConverter
 
+    quiet_transformers()  # the converter loads the model with transformers, which would draw its own bar
     TransformersConverter(str(model_dir), low_cpu_mem_usage=True).convert(
         str(out_dir), quantization=quantization, force=True
     )

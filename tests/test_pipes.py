@@ -107,3 +107,12 @@ def test_non_utf8_input_becomes_error_records(env, schema_file):
     proc = subprocess.run(COMMAND + ["classify", "-s", schema_file, "--format", "text", "--encoding", "latin-1"], input=data,
                           capture_output=True, env=env, timeout=120)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3
+
+
+def test_first_conversion_draws_no_library_progress_bar(gemmapipe_env, tmp_path):
+    """Converting a local base to CTranslate2 (a process that dequantized nothing) keeps transformers' bars out of stderr."""
+    env = {**os.environ, **gemmapipe_env, "GEMMAPIPE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(COMMAND + ["prepare", "--base-only"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "converting the base model" in proc.stderr  # the conversion did run in this process
+    assert "Loading weights" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr
