@@ -5,7 +5,8 @@ order. :func:`canonical_json` writes exactly that text, so adapters are trained 
 
 A string property marked ``"x-copy-from-input": true`` can only take a value copied from the record's input text:
 a run of whole words, digits and punctuation of it, with every run of whitespace (line breaks too) read as one
-space. Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
+space. With a ``pattern`` as well, the value is a run of the text that matches it. Such a schema gets a grammar per
+record (:meth:`CompiledSchema.grammar_for`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import jsonschema
 from jsonschema import Draft202012Validator
-from llguidance import LLMatcher
+from llguidance import LLMatcher, regex_to_lark
 
 from .errors import SchemaError
 
@@ -27,7 +28,9 @@ COMPILE_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_sep
 #: Schema keyword of a string property whose value must be copied from the input text.
 COPY_KEYWORD = "x-copy-from-input"
 #: Keywords a copied property may have besides ``type``: none that the copy grammar would leave unenforced.
-_COPY_ALLOWED = {"type", "title", "description", "examples", "$comment", COPY_KEYWORD}
+#: (A ``pattern`` is matched against the value as JSON writes it: the same text unless it holds ``"``, ``\`` or
+#: control characters. The validator still checks the value itself, so a difference there gives an error result.)
+_COPY_ALLOWED = {"type", "title", "description", "examples", "$comment", "pattern", COPY_KEYWORD}
 #: What a copied value is built of: runs of letters, runs of digits, single other characters, whitespace runs.
 _COPY_PIECES = re.compile(r"[^\W\d_]+|\d+|\s+|.", re.S)
 
@@ -143,7 +146,10 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
     members, rules = [], []
     for index, (name, sub) in enumerate(schema["properties"].items()):
         key = json.dumps(json.dumps(name, ensure_ascii=False) + ":", ensure_ascii=False)
-        if name in copied:
+        if name in copied and "pattern" in sub:
+            members.append(f'{key} "\\"" COPIED_{index} "\\""')
+            rules.append(f"COPIED_{index}: SOURCE & /{_whole_match(sub['pattern'])}/")
+        elif name in copied:
             members.append(f"{key} COPIED")
         else:
             members.append(f"{key} value_{index}")
@@ -151,6 +157,42 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
             rules.append(f"value_{index}: %json {json.dumps(inline, ensure_ascii=False)}")
     start = 'start: "{" ' + ' "," '.join(members) + ' "}"'
     return "\n".join([start, *rules, 'COPIED: "\\"" SOURCE "\\""', "SOURCE: %regex "])
+
+
+def _whole_match(pattern: str) -> str:
+    """A JSON Schema ``pattern``, which may match anywhere in a value, as a Lark regex for the whole value.
+
+    In each top-level alternative, ``^`` and ``$`` at its ends become the regex's own ends; an end without its
+    anchor becomes ``.*``. (Anchors elsewhere are not supported: the grammar check then refuses the schema.)
+    """
+    alternatives = []
+    for body in _top_level_alternatives(regex_to_lark(pattern, "dw")):  # JSON Schema's \d, \w: ASCII only
+        start = body.startswith("^")
+        trailing_backslashes = len(body[:-1]) - len(body[:-1].rstrip("\\"))
+        end = body.endswith("$") and trailing_backslashes % 2 == 0 and len(body) > int(start)
+        body = body[int(start):len(body) - int(end)]
+        alternatives.append(("" if start else ".*") + f"(?:{body})" + ("" if end else ".*"))
+    return "|".join(alternatives)
+
+
+def _top_level_alternatives(regex: str) -> list[str]:
+    """``regex`` cut at its ``|`` that are outside groups and character classes."""
+    parts, depth, in_class, escaped, begin = [], 0, False, False, 0
+    for index, char in enumerate(regex):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char in "()":
+            depth += 1 if char == "(" else -1
+        elif char == "|" and depth == 0:
+            parts.append(regex[begin:index])
+            begin = index + 1
+    return parts + [regex[begin:]]
 
 
 def _strip(message: str) -> str:

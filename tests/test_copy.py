@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from llguidance import LLMatcher
 
 from gemmapipe.errors import SchemaError
 from gemmapipe.grammar import COPY_KEYWORD, compile_schema, copy_pieces
@@ -63,12 +65,62 @@ def test_sources_are_required_for_a_copying_schema(tiny_engine):
     ({"required": ["vendor", "n"]}, "all required"),
     ({"additionalProperties": True}, "all required"),
     ({"properties": {**SCHEMA["properties"], "total": {"type": "integer", COPY_KEYWORD: True}}}, "plain string"),
-    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "pattern": "^[0-9.]+$"}}}, "pattern"),
+    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "maxLength": 9}}}, "maxLength"),
 ])
 def test_copying_needs_required_plain_strings(change, message):
     with pytest.raises(SchemaError, match=message) as info:
         compile_schema({**SCHEMA, **change})
     assert info.value.hint
+
+
+PRICE = r"^(RM ?)?[0-9]+\.[0-9]{2}$"
+PATTERNED = {**SCHEMA, "properties": {**SCHEMA["properties"], "total": {**COPIED, "pattern": PRICE},
+                                      "vendor": {**COPIED, "pattern": "[A-Za-z]"}}}
+PRICED = ["Acme Corp\nTOTAL RM 1250.00 paid 20.5", "9.00 CASH\tRM10.00 CHANGE 1.00", "x" * 40 + " 0.99",
+          '"Q" total: 12.34\\', "one 5.55 two"]
+
+
+def test_random_model_copies_runs_that_match_the_pattern(tiny_engine):
+    """A copied property with a ``pattern`` takes a run of the text that also matches it (anywhere, as JSON
+    Schema's ``pattern`` does, unless anchored): a random model's answers all validate."""
+    compiled = compile_schema(PATTERNED)
+    results = tiny_engine.generate([chat_prompt("Extract.", t) for t in PRICED], compiled, max_new_tokens=200, sources=PRICED)
+    for text, result in zip(PRICED, results):
+        assert result.ok, result.error
+        assert is_copied(result.value["total"], text) and re.search(PRICE, result.value["total"]), result.value
+        assert is_copied(result.value["vendor"], text) and re.search("[A-Za-z]", result.value["vendor"]), result.value
+
+
+@pytest.mark.parametrize("pattern, allowed, refused", [
+    (PRICE, ["1250.00", "RM 1250.00"], ["1250", "250.00", "20.5", "RM10.00", "TOTAL RM 1250.00", "RM 1250.00 paid", ""]),
+    ("[0-9]{2}$", ["RM 1250.00", "paid 20", "00"], ["20.5", "Corp", "RM 1250.00 paid"]),
+    ("^T", ["TOTAL", "TOTAL RM 1250"], ["RM 1250.00", "Corp"]),
+    ("TAL|id", ["TOTAL RM", "paid 20", "TOTAL"], ["Acme", "RM 1250.00"]),
+    ("^TOTAL|00$", ["TOTAL RM", "RM 1250.00", "TOTAL"], ["Acme", "1250", "RM 1250"]),
+    (r"[|]|\.5$", ["20.5", "paid 20.5"], ["20", "RM 1250.00"]),
+    ("^$", [""], ["TOTAL"]),
+])
+def test_pattern_matches_as_json_schema_says(tiny_engine, pattern, allowed, refused):
+    """What the grammar lets through is what the validator accepts, among runs of the text."""
+    schema = {"type": "object", "properties": {"total": {**COPIED, "pattern": pattern}}, "required": ["total"],
+              "additionalProperties": False}
+    compiled = compile_schema(schema)
+    tokenizer = tiny_engine.tokenizer
+    for value in allowed + refused:
+        matcher = LLMatcher(tokenizer.guidance, compiled.grammar_for(PRICED[0]), log_level=0)
+        ids = tokenizer.encode_text(json.dumps({"total": value}, separators=(",", ":")))
+        taken = matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()
+        assert taken == (value in allowed), value
+        assert (not compiled.errors({"total": value})) == bool(re.search(pattern, value)), value
+
+
+def test_no_run_matching_the_pattern_gives_an_error_result(tiny_engine):
+    """A record whose text has no run that matches is answered with a grammar error, not a wrong value."""
+    schema = {"type": "object", "properties": {"total": {**COPIED, "pattern": PRICE}}, "required": ["total"],
+              "additionalProperties": False}
+    [result] = tiny_engine.generate([chat_prompt("Extract.", "no price here")], compile_schema(schema),
+                                    sources=["no price here"])
+    assert not result.ok and result.error_type == "grammar_error", result
 
 
 def test_copy_false_is_no_copy():
