@@ -10,6 +10,9 @@ Prints, all measured in this one run (the machine is shared and noisy: compare r
   output tokens/s of each and their ratio, repairs per record, time in the grammar callback;
 - invoice records/s with batches of prompts within ``MAX_PROMPT_SPREAD`` tokens of each other against batches cut
   from the length-sorted list whatever their spread (alternating, twice each, same engine);
+- invoice records/s with its schema's copied, patterned date and total (a grammar per record) against the same
+  schema without them (one grammar for all), alternating, twice each, same engine; and the time to build a
+  record's grammar;
 - peak RSS of the process.
 """
 
@@ -27,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gemmapipe.engine import MAX_PROMPT_SPREAD, Engine, length_batches  # noqa: E402
+from gemmapipe.grammar import COPY_KEYWORD, compile_schema  # noqa: E402
 from gemmapipe.plugins import get_plugins  # noqa: E402
 from gemmapipe.prompts import chat_prompt  # noqa: E402
 from gemmapipe.tasks import Task  # noqa: E402
@@ -134,6 +138,40 @@ def spread_vs_unlimited(engine: Engine, task: Task, texts: list[str], batch: int
     }
 
 
+def copied_vs_plain(engine: Engine, task: Task, texts: list[str], batch: int) -> dict[str, object]:
+    """Records/s with the task's copied properties (grammar per record) and with a plain schema, alternating."""
+    copying = task.compiled
+    plain_schema = {**task.schema, "properties": {
+        name: {k: v for k, v in sub.items() if k not in (COPY_KEYWORD, "pattern")} if name in copying.copied else sub
+        for name, sub in task.schema["properties"].items()}}
+    plain = compile_schema(plain_schema)
+    prompts = [task.prompt(t) for t in texts]
+    sources = [task.source(t) for t in texts]
+    start = time.perf_counter()
+    for source in sources:
+        copying.grammar_for(source)
+    build_ms = 1000 * (time.perf_counter() - start) / len(sources)
+    engine.generate(prompts[:2], copying, batch_size=2, sources=sources[:2])  # warm-up
+    seconds = {"copied": 0.0, "plain": 0.0}
+    answers: dict[str, list[object]] = {}
+    for _ in range(2):
+        for name, compiled in (("copied", copying), ("plain", plain)):
+            start = time.perf_counter()
+            results = engine.generate(prompts, compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch,
+                                      sources=sources)
+            seconds[name] += time.perf_counter() - start
+            answers[name] = [r.value for r in results]
+    return {
+        "records": len(prompts),
+        "copied_properties": ", ".join(copying.copied),
+        "grammar_build_ms_per_record": build_ms,
+        "records_per_s_copied": 2 * len(prompts) / seconds["copied"],
+        "records_per_s_plain": 2 * len(prompts) / seconds["plain"],
+        "copied_over_plain_records_per_s": seconds["plain"] / seconds["copied"],
+        "records_answered_differently": sum(a != b for a, b in zip(answers["copied"], answers["plain"])),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=32)
@@ -159,6 +197,7 @@ def main() -> None:
         figures[f"{name}_batch{batch}"] = constrained_vs_free(task_engine, task, texts, batch)
         if name == "invoice":
             figures[f"invoice_batch16_spread{MAX_PROMPT_SPREAD}_vs_unlimited"] = spread_vs_unlimited(task_engine, task, receipts, 16)
+            figures["invoice_batch16_copied_vs_plain"] = copied_vs_plain(task_engine, task, receipts, 16)
         if task_engine is not engine:
             task_engine.close()
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

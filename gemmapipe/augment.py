@@ -13,6 +13,8 @@ import random
 import re
 from typing import Any
 
+from .grammar import COPY_KEYWORD
+
 
 def _edge(char: str, before: bool) -> str:
     """What may not touch a value at this end: "9.80" in "39.80" or "1.2" in "1.25" is no occurrence of it, nor
@@ -34,10 +36,13 @@ def value_pattern(value: str) -> re.Pattern[str] | None:
 
 
 def swappable_fields(schema: dict[str, Any]) -> list[str]:
-    """Top-level string fields without an enum or pattern: the ones whose values are spans of the text."""
+    """Top-level string fields whose values are spans of the text: those without an enum, pattern or format, and
+    those copied from the input (``x-copy-from-input``), whose values are spans whatever their pattern."""
     fields = []
     for name, spec in (schema.get("properties") or {}).items():
-        if isinstance(spec, dict) and spec.get("type") == "string" and not {"enum", "const", "pattern", "format"} & spec.keys():
+        if not isinstance(spec, dict) or spec.get("type") != "string":
+            continue
+        if spec.get(COPY_KEYWORD) is True or not {"enum", "const", "pattern", "format"} & spec.keys():
             fields.append(name)
     return fields
 

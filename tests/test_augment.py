@@ -43,6 +43,15 @@ def test_only_free_text_fields_are_swapped():
     assert swappable_fields({"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}}}) == []
 
 
+def test_copied_fields_are_swapped_whatever_their_pattern():
+    """The built-in invoice copies its date and total under patterns; they are spans, so they are still swapped."""
+    from gemmapipe.resources import builtin_schema
+
+    copied = {"type": "string", "x-copy-from-input": True, "pattern": "^[0-9.]+$"}
+    assert swappable_fields({"type": "object", "properties": {"total": copied}}) == ["total"]
+    assert swappable_fields(builtin_schema("invoice")) == ["company", "date", "address", "total"]
+
+
 def test_every_value_the_text_holds_is_swapped_in_text_and_answer_alike():
     swapped = swap_values(RECEIPTS, RECEIPT_SCHEMA, random.Random(1), probability=1.0)
     for (text, expected), (new_text, new_expected) in zip(RECEIPTS, swapped):
