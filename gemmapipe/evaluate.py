@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .engine import Engine, Generation
+from .grammar import copy_pieces
 from .tasks import Task
 
 _SPACES = re.compile(r"\s+")
@@ -45,6 +46,9 @@ class EvalReport:
     field_similarity: dict[str, float] = field(default_factory=dict)
     record_exact_match: float = 0.0
     errors_by_type: dict[str, int] = field(default_factory=dict)
+    #: for each field with string values, how often the expected value is a run of the record's input text (see
+    #: :func:`is_run_of`): the most exact match a field copied from the input (``x-copy-from-input``) can reach
+    field_in_text: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     #: One entry per record, in input order: expected value, the answer (or error) and which fields matched.
     predictions: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -78,16 +82,29 @@ class EvalReport:
             "mean_field_similarity": self.mean_field_similarity,
             "record_exact_match": self.record_exact_match,
             "errors_by_type": self.errors_by_type,
+            "field_in_text": self.field_in_text,
             "records_per_second": self.records_per_second,
         }
 
 
-def score(task: str, expected: list[dict[str, Any]], generations: list[Generation], ignore_case: bool = False, seconds: float = 0.0) -> EvalReport:
+def is_run_of(value: str, text: str, ignore_case: bool = False) -> bool:
+    """Whether ``value`` is a run of whole words, numbers and marks of ``text`` (whitespace runs read as one space):
+    a value that a property copied from the input (``x-copy-from-input``) can take."""
+    if not value.strip():
+        return True  # a copied value may always be empty
+    if ignore_case:
+        value, text = value.casefold(), text.casefold()
+    return "\0" + "\0".join(copy_pieces(value)) + "\0" in "\0" + "\0".join(copy_pieces(text)) + "\0"
+
+
+def score(task: str, expected: list[dict[str, Any]], generations: list[Generation], ignore_case: bool = False,
+          seconds: float = 0.0, sources: list[str] | None = None) -> EvalReport:
     """Per-field exact match over the fields of ``expected``; an error result counts as wrong on every field.
 
     For a classification task (one field) the field's exact match is the accuracy. ``field_similarity`` is the
     mean character-level similarity per field (the measure for rewriting, where near misses matter); an error
-    result or a missing field scores 0.
+    result or a missing field scores 0. With ``sources`` (each record's input text), ``field_in_text`` says how
+    often each string field's expected value is a run of that text.
     """
     fields: list[str] = []
     for item in expected:
@@ -112,6 +129,12 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
             close[f] += s
         whole += len(matched) == len(want)
     n = len(expected)
+    in_text: dict[str, float] = {}
+    if sources is not None:
+        for f in fields:
+            values = [(want[f], text) for want, text in zip(expected, sources) if isinstance(want.get(f), str)]
+            if values:
+                in_text[f] = sum(is_run_of(v, text, ignore_case) for v, text in values) / len(values)
     return EvalReport(
         task=task,
         records=n,
@@ -120,15 +143,17 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
         field_similarity={f: close[f] / n if n else 0.0 for f in fields},
         record_exact_match=whole / n if n else 0.0,
         errors_by_type=dict(errors),
+        field_in_text=in_text,
         seconds=seconds,
         predictions=predictions,
     )
 
 
 def evaluate(task: Task, engine: Engine, data: list[tuple[str, dict[str, Any]]], batch_size: int = 16, ignore_case: bool = False) -> EvalReport:
-    """Run ``task`` over ``data`` and score it."""
+    """Run ``task`` over ``data`` and score it (``field_in_text`` for extraction tasks only)."""
     start = time.perf_counter()
+    sources = [task.source(text) for text, _ in data]
     generations = engine.generate([task.prompt(text) for text, _ in data], task.compiled,
-                                  max_new_tokens=task.max_new_tokens or 256, batch_size=batch_size,
-                                  sources=[task.source(text) for text, _ in data])
-    return score(task.name, [want for _, want in data], generations, ignore_case, time.perf_counter() - start)
+                                  max_new_tokens=task.max_new_tokens or 256, batch_size=batch_size, sources=sources)
+    return score(task.name, [want for _, want in data], generations, ignore_case, time.perf_counter() - start,
+                 sources if task.kind == "extract" else None)

@@ -140,6 +140,21 @@ def test_cli_run_copies_from_each_record(gemmapipe_run, tmp_path):
         assert is_copied(value["vendor"], text) and is_copied(value["total"], text)
 
 
+def test_eval_says_how_often_the_expected_value_is_in_the_text(gemmapipe_run, tmp_path):
+    """What copying a field can reach at most, reported by `gemmapipe eval` for an extraction task."""
+    schema = tmp_path / "copy.json"
+    schema.write_text(json.dumps(SCHEMA))
+    data = tmp_path / "data.jsonl"
+    labelled = [(TEXTS[0], {"vendor": "Acme Corp", "n": 1, "total": "$1,250.00"}),
+                (TEXTS[1], {"vendor": "CASH", "n": 2, "total": "RM 10.00"})]  # "RM10.00" is printed
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in labelled))
+    report = gemmapipe_run(["eval", "--schema", str(schema), "--data", str(data), "--json"])
+    assert report.exit_code == 0, report.stderr
+    assert json.loads(report.stdout)["field_in_text"] == {"vendor": 1.0, "total": 0.5}
+    table = gemmapipe_run(["eval", "--schema", str(schema), "--data", str(data)])
+    assert "expected value in the text: total" in table.stdout and "50.0%" in table.stdout
+
+
 def test_an_adapter_trained_without_copying_still_fits_the_schema(tmp_path, capsys):
     """Marking properties as copied changes decoding, not what an adapter learned: no 'another schema' warning."""
     from gemmapipe.cli import apply_adapter

@@ -10,7 +10,7 @@ import pytest
 
 from gemmapipe.engine import Engine, Generation
 from gemmapipe.errors import GemmapipeError
-from gemmapipe.evaluate import normalise, score, similarity
+from gemmapipe.evaluate import is_run_of, normalise, score, similarity
 from gemmapipe.tasks import Task
 from gemmapipe.training import METADATA, TRIM_EVERY, TrainConfig, train
 
@@ -43,6 +43,18 @@ def test_score_on_hand_made_cases():
     # character similarity: exact 1, "2.50" vs "2.00" shares 3 of 4 characters, the error scores 0
     assert report.field_similarity["total"] == pytest.approx((1 + 1 + 0.75 + 0) / 4)
     assert similarity("[NAME] called", "[NAME] called") == 1.0 and similarity("abc", "xyz") == 0.0
+
+
+def test_how_often_the_expected_value_is_in_the_text():
+    """The ceiling of a copied field: its expected value must be a run of whole pieces of the input text."""
+    assert is_run_of("ACME SDN BHD", "ACME\n SDN  BHD\nTOTAL 9.00") and is_run_of("9.00", "TOTAL RM9.00")
+    assert not is_run_of("SDN BHD.", "ACME SDN BHD") and not is_run_of("0", "9.00") and not is_run_of("D.E", "D. E")
+    assert is_run_of("", "x") and not is_run_of("acme", "ACME") and is_run_of("acme", "ACME", ignore_case=True)
+    expected = [{"company": "ACME", "n": 1}, {"company": "KEDAI", "n": 2}, {"company": "", "n": 3}, {"company": "X Y", "n": 4}]
+    texts = ["ACME 1", "KEDAI\nBUKU", "nothing", "X\tZ"]
+    report = score("t", expected, [gen(e) for e in expected], sources=texts)
+    assert report.field_in_text == {"company": 0.75}  # "n" holds no strings; "X Y" is not a run of "X Z"
+    assert score("t", expected, [gen(e) for e in expected]).field_in_text == {}
 
 
 def test_classification_accuracy():
@@ -159,6 +171,7 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
                                 "--predictions", str(tmp_path / "no-such-dir" / "p.jsonl")])
     assert unwritable.exit_code != 0 and "cannot write --predictions" in unwritable.stderr and "Traceback" not in unwritable.output
     assert report["records"] == 24 and report["schema_validity_rate"] == 1.0
+    assert report["field_in_text"] == {}  # a class label is not looked for in the text
     assert report["field_exact_match"]["label"] > 0.6
     run = gemmapipe_run(["classify", "--schema", str(schema), "--adapter", str(tmp_path / "ad")], input="cheap pills offer 99\n")
     assert run.exit_code == 0 and json.loads(run.stdout) == {"label": "spam"}

@@ -91,6 +91,8 @@ def register_commands(cli: click.Group) -> None:
         table.add_row("whole-record exact match", f"{report.record_exact_match:.1%}")
         table.add_row("schema-valid answers", f"{report.validity_rate:.1%}")
         table.add_row("error records", ", ".join(f"{k} {v}" for k, v in report.errors_by_type.items()) or "0")
+        for name, value in report.field_in_text.items():  # extraction tasks only
+            table.add_row(f"expected value in the text: {name}", f"{value:.1%}")
         table.add_row("records/s", f"{report.records_per_second:.2f}")
         Console().print(table)
 
