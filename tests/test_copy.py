@@ -66,6 +66,7 @@ def test_sources_are_required_for_a_copying_schema(tiny_engine):
     ({"additionalProperties": True}, "all required"),
     ({"properties": {**SCHEMA["properties"], "total": {"type": "integer", COPY_KEYWORD: True}}}, "plain string"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "maxLength": 9}}}, "maxLength"),
+    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "pattern": "(^a)b"}}}, "decoding grammar"),  # inner anchor
 ])
 def test_copying_needs_required_plain_strings(change, message):
     with pytest.raises(SchemaError, match=message) as info:
