@@ -170,3 +170,24 @@ def test_an_adapter_trained_without_copying_still_fits_the_schema(tmp_path, caps
     other = {**SCHEMA, "required": ["vendor", "n"], "additionalProperties": True}
     apply_adapter(Task(name="t", kind="extract", schema=other, instruction="Extract."), tmp_path)
     assert "another schema" in capsys.readouterr().err
+
+
+def test_the_builtin_invoice_copies_date_and_total_of_receipt_shapes():
+    """Its patterns take the shapes SROIE labels have (or nothing) and refuse what the model wrote before them."""
+    from gemmapipe.resources import builtin_schema
+
+    compiled = compile_schema(builtin_schema("invoice"))
+    assert compiled.copied == ("date", "total")
+
+    def valid(date: str = "", total: str = "") -> bool:
+        return not compiled.errors({"company": "A", "date": date, "address": "B", "total": total})
+
+    for date in ["25/12/2018", "05 MAR 2018", "28 Mar 18", "20180304", "28-01-18", "2018-03-04", "12.01.19",
+                 "Mar 5, 2018", "(12/01/2019)", ""]:
+        assert valid(date=date), date
+    for date in ["00 CASH 10", "1300-88-6555", "03/2018", "19.00", "4 NANDOS3", "1210644", "SAT 21/10/2017"]:
+        assert not valid(date=date), date
+    for total in ["9.00", "RM 9.00", "RM9.00", "1,250.00", "$3.50", "-0.50", ""]:
+        assert valid(total=total), total
+    for total in ["270", "RM", "9", "TOTAL 9.00", "9.00 RM"]:
+        assert not valid(total=total), total
