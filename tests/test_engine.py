@@ -161,6 +161,12 @@ def test_int4_is_refused_with_an_explanation(compute_type):
     assert "no int4 kernel for the CPU" in info.value.message and "int8" in info.value.hint
 
 
+def test_int16_is_refused_with_an_explanation():
+    with pytest.raises(ComputeTypeError) as info:
+        check_compute_type("int16")
+    assert "clips activations" in info.value.message and "int8" in info.value.hint
+
+
 def test_unknown_compute_type():
     with pytest.raises(ComputeTypeError, match="unknown compute type"):
         check_compute_type("float8")
