@@ -152,6 +152,8 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
     if examples is not None:
         task = task.with_examples(read_examples(examples, task.schema))
     task = choose_adapter(task, adapter, no_adapter)
+    if examples is not None and (warning := untrained_examples_warning(task)):
+        click.echo(f"gemmapipe: warning: {warning}", err=True)
     task.compiled  # compile now: a bad schema is a usage error before any work
     for note in task.compiled.unenforced:
         click.echo(f"gemmapipe: warning: the grammar does not enforce part of the schema ({note}); "
@@ -163,6 +165,31 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
             err=True,
         )
     return task
+
+
+def untrained_examples_warning(task: Task) -> str | None:
+    """Why ``task``'s few-shot examples may hurt: its adapter was trained on prompts without examples.
+
+    None when the task has no examples or no adapter, when the adapter's metadata says it was trained with
+    examples, or when the adapter has no gemmapipe metadata (nothing is known of its prompts).
+    """
+    from .models import ADAPTER_METADATA
+
+    if not task.examples or task.adapter is None:
+        return None
+    metadata_path = task.adapter / ADAPTER_METADATA
+    if not metadata_path.is_file():
+        return None
+    try:
+        trained_with = json.loads(metadata_path.read_text()).get("few_shot_examples", 0)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if trained_with:
+        return None
+    # Measured: the invoice adapter on its 31 dev receipts, 88.7 % field exact match without examples, 60.5 %
+    # with the most similar training receipt put before each record.
+    return (f"adapter {task.adapter} was trained on prompts without examples, and examples in front of a record "
+            "usually make such an adapter's answers worse; drop --examples, or use them with --no-adapter")
 
 
 def choose_adapter(task: Task, adapter: Path | None, no_adapter: bool) -> Task:

@@ -257,6 +257,7 @@ def train(
         "kind": task.kind,
         "instruction": task.instruction,
         "prompt_format": PROMPT_FORMAT,
+        "few_shot_examples": len(task.examples),  # examples in every training prompt (none for most tasks)
         "schema": task.schema,
         "base": store.base_description,
         "data_sha256": fingerprint["data"],

@@ -22,3 +22,20 @@ def tiny_engine(tiny_store: ModelStore) -> Engine:
     engine = Engine(tiny_store.ctranslate2_dir(None, "float32"), compute_type="float32", threads=1)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA adapter of the tiny model (no gemmapipe metadata: a plain PEFT folder)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_store.base_dir()), dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                        init_lora_weights=False)  # random B: the adapter changes the output
+    peft_model = get_peft_model(model, config)
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(str(out))
+    return out

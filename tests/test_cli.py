@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from gemmapipe import __version__
+from gemmapipe.cli import untrained_examples_warning
+from gemmapipe.models import ADAPTER_METADATA
+from gemmapipe.tasks import Task
 
 LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham"]}}, "required": ["label"],
                 "additionalProperties": False}
@@ -109,6 +115,45 @@ def test_examples_file_goes_into_the_prompt(gemmapipe_run, label_schema, tmp_pat
     shots.write_text('{"text": "cheap pills", "expected": {"label": "eggs"}}\n')
     result = gemmapipe_run(["classify", "-s", label_schema, "--examples", str(shots)], input="hi\n")
     assert result.exit_code == 2 and "breaks the schema" in result.stderr
+
+
+def _adapter_with_metadata(src: Path, dest: Path, metadata: dict | None) -> Path:
+    shutil.copytree(src, dest)
+    if metadata is not None:
+        (dest / ADAPTER_METADATA).write_text(json.dumps(metadata))
+    return dest
+
+
+def test_examples_with_an_adapter_trained_without_them_give_a_warning(gemmapipe_run, label_schema, tiny_adapter, tmp_path):
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text('{"text": "cheap pills", "expected": {"label": "spam"}}\n')
+    plain = _adapter_with_metadata(tiny_adapter, tmp_path / "plain", {"few_shot_examples": 0})
+    result = gemmapipe_run(["classify", "-s", label_schema, "--adapter", str(plain), "--examples", str(shots)], input="hi\n")
+    assert result.exit_code == 0 and json.loads(result.stdout)["label"] in ("spam", "ham")
+    assert f"adapter {plain} was trained on prompts without examples" in result.stderr and "--no-adapter" in result.stderr
+    # the same adapter without --examples, or --examples without an adapter: no warning
+    assert "without examples" not in gemmapipe_run(["classify", "-s", label_schema, "--adapter", str(plain)], input="hi\n").stderr
+    assert "without examples" not in gemmapipe_run(["classify", "-s", label_schema, "--examples", str(shots)], input="hi\n").stderr
+
+
+@pytest.mark.parametrize(
+    "metadata, warned",
+    [
+        ({"few_shot_examples": 0}, True),
+        ({"instruction": "Classify."}, True),  # written before the key existed: trained without examples
+        ({"few_shot_examples": 2}, False),  # trained with examples in its prompts
+        (None, False),  # a plain PEFT folder: nothing is known of its prompts
+    ],
+)
+def test_untrained_examples_warning_reads_the_adapter_metadata(tmp_path, metadata, warned):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    if metadata is not None:
+        (adapter / ADAPTER_METADATA).write_text(json.dumps(metadata))
+    task = Task("t", "classify", LABEL_SCHEMA, "Classify.", adapter=adapter, examples=(("cheap pills", {"label": "spam"}),))
+    assert (untrained_examples_warning(task) is not None) is warned
+    assert untrained_examples_warning(replace(task, examples=())) is None
+    assert untrained_examples_warning(replace(task, adapter=None)) is None
 
 
 @pytest.mark.parametrize(

@@ -65,22 +65,6 @@ def test_prepared_model_equals_the_original_up_to_512_tokens(tiny_engine, gemmap
     np.testing.assert_allclose(_ct2_logits(tiny_engine, ids), _torch_logits(gemmapipe_tiny_model, ids), atol=2e-4, rtol=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_store, tmp_path_factory) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_store.base_dir()), dtype=torch.float32)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                        init_lora_weights=False)  # random B: the adapter changes the output
-    peft_model = get_peft_model(model, config)
-    out = tmp_path_factory.mktemp("adapter")
-    peft_model.save_pretrained(str(out))
-    return out
-
-
 def test_adapter_is_merged_and_matches_torch(tiny_store, tiny_adapter, tiny_engine):
     import torch
     from peft import PeftModel

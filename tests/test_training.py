@@ -72,6 +72,7 @@ def test_a_few_steps_lower_the_loss(tiny_store, tmp_path, monkeypatch):
     assert len(trims) == 30 // TRIM_EVERY  # freed activations go back to the OS every few steps
     assert np.mean(history[-5:]) < 0.5 * np.mean(history[:5])
     assert metadata["steps"] == 30 and metadata["prompt_format"] and metadata["schema"] == SCHEMA
+    assert metadata["few_shot_examples"] == 0  # TASK has no examples, so its prompts had none
     assert metadata["train_seconds"] > 0 and metadata["seconds_per_epoch"] > 0
     assert (tmp_path / "a" / METADATA).is_file() and (tmp_path / "a" / "adapter_model.safetensors").is_file()
     import torch
