@@ -184,6 +184,30 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
     assert clash.exit_code != 0 and "leave out --rank" in clash.stderr and "Traceback" not in clash.output
 
 
+def test_eval_puts_the_examples_in_every_prompt(gemmapipe_run, tmp_path, monkeypatch):
+    import gemmapipe.evaluate
+
+    schema, data, shots = tmp_path / "label.json", tmp_path / "data.jsonl", tmp_path / "shots.jsonl"
+    schema.write_text(json.dumps(SCHEMA))
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    shots.write_text(json.dumps({"text": "free prize pills", "expected": {"label": "spam"}}) + "\n"
+                     + json.dumps({"text": DATA[1][0], "expected": DATA[1][1]}) + "\n")  # also a record of --data
+    tasks = []
+    real = gemmapipe.evaluate.evaluate
+    monkeypatch.setattr(gemmapipe.evaluate, "evaluate", lambda task, *args: tasks.append(task) or real(task, *args))
+    common = ["eval", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--limit", "4", "--json"]
+    result = gemmapipe_run(common + ["--no-adapter", "--examples", str(shots)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["records"] == 4
+    assert tasks[0].examples == (("free prize pills", {"label": "spam"}), DATA[1])
+    assert "free prize pills" in "".join(p for p in tasks[0].prompt("hello") if isinstance(p, str))
+    assert "1 of the --examples texts are also records of --data" in result.stderr
+    assert "trained on prompts without examples" not in result.stderr  # no adapter, so nothing to warn of
+    shots.write_text(json.dumps({"text": "x", "expected": {"label": "eggs"}}) + "\n")
+    bad = gemmapipe_run(common + ["--no-adapter", "--examples", str(shots)])
+    assert bad.exit_code == 2 and "breaks the schema" in bad.stderr and "Traceback" not in bad.output
+
+
 def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
     dev = [("cheap pills offer 100", {"label": "spam"}), ("see you at lunch 100", {"label": "ham"}), ("cheap pills offer 101", {"label": "spam"})]
     config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.0, eval_every=2)

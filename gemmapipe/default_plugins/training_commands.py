@@ -42,6 +42,8 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Evaluate this adapter instead of the task's own.")
     @click.option("--limit", type=click.IntRange(1), help="Only the first N records.")
     @click.option("--no-adapter", is_flag=True, help="Evaluate the base model without the task's adapter (a baseline).")
+    @click.option("--examples", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                  help='JSONL of {"text", "expected"} few-shot examples put in every prompt (with --no-adapter: a few-shot baseline).')
     @click.option("--ignore-case", is_flag=True, help="Compare case-insensitively (whitespace is always normalised).")
     @click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True)
     @click.option("--threads", type=click.IntRange(1), default=None)
@@ -50,18 +52,26 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--predictions", type=click.Path(dir_okay=False, writable=True, path_type=Path),
                   help="Also write every record's answer beside its expected value to this JSONL file (for error analysis).")
     @click.pass_obj
-    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
+    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, examples, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
-        from ..cli import _fail
+        from ..cli import _fail, untrained_examples_warning
         from ..engine import Engine
         from ..errors import GemmapipeError
         from ..evaluate import evaluate
-        from ..tasks import read_labelled
+        from ..tasks import read_examples, read_labelled
         from ..models import ModelStore
 
         try:
             task = _task(obj, task_name, schema, kind, adapter, no_adapter)
             pairs = read_labelled(data, limit)
+            if examples is not None:
+                task = task.with_examples(read_examples(examples, task.schema))
+                if warning := untrained_examples_warning(task):
+                    click.echo(f"gemmapipe: warning: {warning}", err=True)
+                overlap = len({text for text, _ in task.examples} & {text for text, _ in pairs})
+                if overlap:
+                    click.echo(f"gemmapipe: warning: {overlap} of the --examples texts are also records of --data; "
+                               "their answers are in the prompt, so the score overstates the task", err=True)
             try:  # opened first: an unwritable path fails now, not after the whole evaluation
                 handle = open(predictions, "w", encoding="utf-8") if predictions is not None else None
             except OSError as exc:
