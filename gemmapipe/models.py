@@ -44,12 +44,12 @@ def check_compute_type(compute_type: str) -> str:
         )
     if compute_type == "int16":
         # CTranslate2 quantizes int16 activations with one fixed scale (ops::Quantize::global_int16_scale = 1000),
-        # so every activation beyond +-32.8 is clipped. On a receipt, the inputs of 52 of the base model's 127 linear
-        # layers exceed that (up to 309). Measured on 60 dev receipts of the invoice task: 34 % field exact match
-        # in int16, 80 % in int8, 82 % in float32, at float32's speed.
+        # so it cannot represent an activation beyond +-32.8 (32767 / 1000). On a receipt, the inputs of 52 of
+        # the base model's 127 linear layers exceed that (up to 309). Measured on 60 dev receipts of the invoice
+        # task: 34 % field exact match in int16, 80 % in int8, 82 % in float32, at float32's speed.
         raise ComputeTypeError(
-            "compute type 'int16' is not offered: CTranslate2's int16 kernel clips activations beyond +-32.8, "
-            "and Gemma 3's are larger, so most answers come out wrong",
+            "compute type 'int16' is not offered: CTranslate2's int16 kernel cannot represent activations beyond "
+            "+-32.8, and Gemma 3's are larger, so most answers come out wrong",
             "use --compute-type int8 (the default) or float32",
         )
     raise ComputeTypeError(
