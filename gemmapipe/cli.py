@@ -187,7 +187,8 @@ def untrained_examples_warning(task: Task) -> str | None:
     if trained_with:
         return None
     # Measured: the invoice adapter on its 31 dev receipts, 88.7 % field exact match without examples, 60.5 %
-    # with the most similar training receipt put before each record.
+    # with the most similar training receipt put before each record, 25.0 % with two fixed training receipts
+    # (and 22 times slower: 0.029 records/s against 0.64).
     return (f"adapter {task.adapter} was trained on prompts without examples, and examples in front of a record "
             "usually make such an adapter's answers worse; drop --examples, or use them with --no-adapter")
 

@@ -168,6 +168,11 @@ def train(
     dev_set = build_examples(task, tokenizer, dev_data, config.max_tokens)
     if not train_set:
         raise GemmapipeError("no training example fits", "check the data file, or raise --max-tokens")
+    left_out = {"train": len(train_data) - len(train_set), "dev": len(dev_data) - len(dev_set)}
+    if any(left_out.values()):
+        store.notify(f"{left_out['train']} of {len(train_data)} training records and {left_out['dev']} of {len(dev_data)} dev "
+                     f"records are longer than --max-tokens {config.max_tokens} (prompt and answer) and are left out; "
+                     "raise --max-tokens to train on them")
     fingerprint = {"data": data_hash(data), "config": asdict(config), "task": task.name, "instruction": task.instruction,
                    "schema": task.schema, "base": store.base_description}
     if dev_sha256 is not None:
@@ -264,6 +269,7 @@ def train(
         "dev_data_sha256": dev_sha256,  # None: the dev set is dev_fraction of the data
         "train_examples": len(train_set),
         "dev_examples": len(dev_set),
+        "left_out_records": left_out,  # longer than max_tokens
         "hyperparameters": asdict(config),
         "steps": step,
         "complete": step >= total or bool(state.get("bad_evals", 0) >= config.patience),

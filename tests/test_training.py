@@ -208,6 +208,24 @@ def test_eval_puts_the_examples_in_every_prompt(gemmapipe_run, tmp_path, monkeyp
     assert bad.exit_code == 2 and "breaks the schema" in bad.stderr and "Traceback" not in bad.output
 
 
+def test_records_longer_than_max_tokens_are_reported_not_dropped_silently(gemmapipe_tiny_model, gemmapipe_cache, tmp_path):
+    from gemmapipe.models import BaseSource, ModelStore
+
+    messages: list[str] = []
+    store = ModelStore(gemmapipe_cache, BaseSource(gemmapipe_tiny_model), notify=messages.append)
+    long_text = "cheap pills offer " + " ".join(f"w{i}" for i in range(200))
+    data = DATA[:8] + [(long_text, {"label": "spam"})]
+    dev = DATA[8:12] + [(long_text + " again", {"label": "spam"})]
+    config = TrainConfig(max_steps=1, batch_size=4, rank=4, alpha=8, dev_fraction=0.0, max_tokens=96)
+    metadata = train(TASK, data, tmp_path / "a", store, config, dev_data=dev)
+    assert metadata["train_examples"] == 8 and metadata["dev_examples"] == 4
+    assert metadata["left_out_records"] == {"train": 1, "dev": 1}
+    assert any("1 of 9 training records and 1 of 5 dev records are longer than --max-tokens 96" in m for m in messages)
+    messages.clear()
+    assert train(TASK, DATA[:8], tmp_path / "b", store, config, dev_data=DATA[8:12])["left_out_records"] == {"train": 0, "dev": 0}
+    assert not any("left out" in m for m in messages)
+
+
 def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
     dev = [("cheap pills offer 100", {"label": "spam"}), ("see you at lunch 100", {"label": "ham"}), ("cheap pills offer 101", {"label": "spam"})]
     config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.0, eval_every=2)
