@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,11 +127,13 @@ class Engine:
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
         cancel: threading.Event | None = None,
         sources: Sequence[str] | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
         """Answer every prompt under ``schema``; results come back in the order of ``prompts``.
 
         ``sources`` are the prompts' input texts, which the schema's copied properties (``x-copy-from-input``)
-        take their values from; required for such a schema.
+        take their values from; required for such a schema. ``on_progress`` is called after each batch with the
+        number of prompts answered so far (a progress bar for long runs; the answers do not depend on it).
 
         Prompts are grouped by token length into batches of at most ``batch_size`` whose lengths differ by at
         most :data:`MAX_PROMPT_SPREAD` tokens (see :func:`length_batches`).
@@ -164,6 +166,8 @@ class Engine:
                 decode_batch(self.generator, self.tokenizer, states, cancel)
             for index, state in zip(batch, states):
                 results[index] = self._finish(state, schema)
+            if on_progress is not None:
+                on_progress(sum(r is not None for r in results))
         return [r for r in results if r is not None]
 
     def _finish(self, state: DecodeState, schema: CompiledSchema) -> Generation:

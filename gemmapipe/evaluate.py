@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from difflib import SequenceMatcher
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,11 +150,15 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
     )
 
 
-def evaluate(task: Task, engine: Engine, data: list[tuple[str, dict[str, Any]]], batch_size: int = 16, ignore_case: bool = False) -> EvalReport:
-    """Run ``task`` over ``data`` and score it (``field_in_text`` for extraction tasks only)."""
+def evaluate(task: Task, engine: Engine, data: list[tuple[str, dict[str, Any]]], batch_size: int = 16, ignore_case: bool = False,
+             on_progress: Callable[[int], None] | None = None) -> EvalReport:
+    """Run ``task`` over ``data`` and score it (``field_in_text`` for extraction tasks only).
+
+    ``on_progress`` gets the number of records answered so far, after each batch."""
     start = time.perf_counter()
     sources = [task.source(text) for text, _ in data]
     generations = engine.generate([task.prompt(text) for text, _ in data], task.compiled,
-                                  max_new_tokens=task.max_new_tokens or 256, batch_size=batch_size, sources=sources)
+                                  max_new_tokens=task.max_new_tokens or 256, batch_size=batch_size, sources=sources,
+                                  on_progress=on_progress)
     return score(task.name, [want for _, want in data], generations, ignore_case, time.perf_counter() - start,
                  sources if task.kind == "extract" else None)

@@ -43,6 +43,42 @@ class Progress:
             self._progress.stop()
 
 
+class CountProgress:
+    """Records answered out of a known total, with records/s and an ETA (for `gemmapipe eval`)."""
+
+    def __init__(self, total: int, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._progress = None
+        if not self.enabled:
+            return
+        import time
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+        self._start = time.perf_counter()
+        self._progress = RichProgress(
+            MofNCompleteColumn(), TextColumn("records"), BarColumn(), TextColumn("{task.fields[rate]} records/s"),
+            TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True, redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._task = self._progress.add_task("eval", total=total, rate="-")
+        self._progress.start()
+
+    def update(self, done: int) -> None:
+        if self._progress is None:
+            return
+        import time
+
+        seconds = time.perf_counter() - self._start
+        self._progress.update(self._task, completed=done, rate=f"{done / seconds:.2f}" if seconds else "-")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
 def regular_file_size(stream: IO[bytes]) -> int | None:
     """The size of ``stream`` if it is a regular file (so an ETA makes sense), else None."""
     import os

@@ -156,6 +156,17 @@ def test_unknown_compute_type():
         check_compute_type("float8")
 
 
+def test_progress_counts_answered_prompts_after_each_batch(tiny_engine):
+    prompts = [chat_prompt("Classify.", text) for text in ["hi", "hello there", "a much longer message " * 30, "yo", "ok"]]
+    calls: list[int] = []
+    limit = len(tiny_engine.tokenizer.encode_prompt(prompts[1])) + 5  # the long prompt is refused before any batch
+    results = tiny_engine.generate(prompts, LABEL, batch_size=2, max_input_tokens=limit, on_progress=calls.append)
+    assert [r.error_type for r in results].count("input_too_long") == 1
+    assert calls == sorted(calls) and calls[-1] == len(prompts) and calls[0] >= 2  # the refused one counts at once
+    assert len(calls) == 2  # four runnable prompts in batches of two
+    assert [r.value for r in tiny_engine.generate(prompts, LABEL, batch_size=2, max_input_tokens=limit)] == [r.value for r in results]
+
+
 def test_batches_hold_prompts_of_about_the_same_length():
     lengths = [300, 12, 305, 900, 14, 316, 13, 317, 2000]
     runnable = [0, 1, 2, 3, 4, 5, 6, 7]  # 8 is too long to run and must not come back

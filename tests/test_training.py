@@ -226,6 +226,63 @@ def test_records_longer_than_max_tokens_are_reported_not_dropped_silently(gemmap
     assert not any("left out" in m for m in messages)
 
 
+def test_eval_shows_progress_on_a_terminal_only(gemmapipe_env, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    schema, data = tmp_path / "label.json", tmp_path / "data.jsonl"
+    schema.write_text(json.dumps(SCHEMA))
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    command = [sys.executable, "-m", "gemmapipe", "eval", "--schema", str(schema), "--kind", "classify", "--data", str(data),
+               "--batch-size", "4", "--json"]
+    env = {**os.environ, **gemmapipe_env}
+    master, slave = pty.openpty()  # stderr is a terminal, stdout a pipe
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    stdout = process.stdout.read()
+    assert process.wait() == 0
+    assert json.loads(stdout)["records"] == len(DATA)  # the report alone on stdout
+    assert b"records" in shown and f"/{len(DATA)}".encode() in shown  # "N/24 records" on the terminal
+    piped = subprocess.run(command, capture_output=True, env=env)
+    assert piped.returncode == 0 and f"/{len(DATA)}".encode() not in piped.stderr  # no bar in logs and pipes
+
+
+def test_an_interrupted_eval_exits_130_and_keeps_earlier_predictions(gemmapipe_run, tmp_path, monkeypatch):
+    import gemmapipe.evaluate
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    schema, data = tmp_path / "label.json", tmp_path / "data.jsonl"
+    schema.write_text(json.dumps(SCHEMA))
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA[:4]))
+    command = ["eval", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--predictions"]
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text('{"record": 1}\n')
+    real = gemmapipe.evaluate.evaluate
+    monkeypatch.setattr(gemmapipe.evaluate, "evaluate", interrupted)
+    result = gemmapipe_run(command + [str(earlier)])
+    assert result.exit_code == 130 and "interrupted; no report" in result.stderr and result.stdout == ""
+    assert earlier.read_text() == '{"record": 1}\n'  # not truncated by a run that did not finish
+    fresh = tmp_path / "fresh.jsonl"
+    assert gemmapipe_run(command + [str(fresh)]).exit_code == 130 and not fresh.exists()  # nothing left behind
+    monkeypatch.setattr(gemmapipe.evaluate, "evaluate", real)  # not undo(): that would drop the tiny model's env too
+    assert gemmapipe_run(command + [str(earlier)]).exit_code == 0
+    assert len(earlier.read_text().splitlines()) == 4  # a finished run replaces it
+
+
 def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
     dev = [("cheap pills offer 100", {"label": "spam"}), ("see you at lunch 100", {"label": "ham"}), ("cheap pills offer 101", {"label": "spam"})]
     config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.0, eval_every=2)

@@ -54,13 +54,15 @@ def register_commands(cli: click.Group) -> None:
     @click.pass_obj
     def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, examples, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
-        from ..cli import _fail, untrained_examples_warning
+        from ..cli import EXIT_INTERRUPTED, _fail, untrained_examples_warning
         from ..engine import Engine
         from ..errors import GemmapipeError
         from ..evaluate import evaluate
         from ..tasks import read_examples, read_labelled
         from ..models import ModelStore
+        from ..progress import CountProgress
 
+        created = False  # a --predictions file made by this run, removed again if it does not finish
         try:
             task = _task(obj, task_name, schema, kind, adapter, no_adapter)
             pairs = read_labelled(data, limit)
@@ -72,17 +74,30 @@ def register_commands(cli: click.Group) -> None:
                 if overlap:
                     click.echo(f"gemmapipe: warning: {overlap} of the --examples texts are also records of --data; "
                                "their answers are in the prompt, so the score overstates the task", err=True)
-            try:  # opened first: an unwritable path fails now, not after the whole evaluation
-                handle = open(predictions, "w", encoding="utf-8") if predictions is not None else None
+            # Checked first, so an unwritable path fails now, not after the whole evaluation; appending neither
+            # truncates a file from an earlier run nor leaves one behind if this run does not finish.
+            created = predictions is not None and not predictions.exists()
+            try:
+                if predictions is not None:
+                    open(predictions, "a", encoding="utf-8").close()
             except OSError as exc:
                 raise GemmapipeError(f"cannot write --predictions {predictions}: {exc.strerror}", "choose a writable path") from exc
             store = ModelStore(obj["cache_dir"], obj["base"])
             with Engine.load(task.adapter, compute_type, threads, store=store) as engine:
-                report = evaluate(task, engine, pairs, batch_size, ignore_case)
-        except GemmapipeError as exc:
-            _fail(exc)
-        if handle is not None:
-            with handle:
+                progress = CountProgress(len(pairs))  # on a terminal only
+                try:
+                    report = evaluate(task, engine, pairs, batch_size, ignore_case, progress.update)
+                finally:
+                    progress.close()
+        except (GemmapipeError, KeyboardInterrupt) as exc:
+            if created:
+                predictions.unlink(missing_ok=True)
+            if isinstance(exc, GemmapipeError):
+                _fail(exc)
+            click.echo("gemmapipe: interrupted; no report (eval scores only a finished run)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if predictions is not None:
+            with open(predictions, "w", encoding="utf-8") as handle:
                 for number, ((text, _), prediction) in enumerate(zip(pairs, report.predictions), start=1):
                     handle.write(json.dumps({"record": number, "text": text, **prediction}, ensure_ascii=False) + "\n")
         if as_json:
