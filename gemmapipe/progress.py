@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import IO
 
 from .pipeline import RunSummary
@@ -51,8 +52,6 @@ class CountProgress:
         self._progress = None
         if not self.enabled:
             return
-        import time
-
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
 
@@ -68,8 +67,6 @@ class CountProgress:
     def update(self, done: int) -> None:
         if self._progress is None:
             return
-        import time
-
         seconds = time.perf_counter() - self._start
         self._progress.update(self._task, completed=done, rate=f"{done / seconds:.2f}" if seconds else "-")
 
