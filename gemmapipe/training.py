@@ -33,7 +33,7 @@ from .memory import release_free_memory
 from .models import ADAPTER_METADATA as METADATA
 from .cache import hash_files
 from .convert import quiet_transformers
-from .errors import GemmapipeError
+from .errors import GemmapipeError, SchemaError
 from .models import BASE_MODEL_ID, ModelStore, adapter_files
 from .prompts import PROMPT_FORMAT
 from .tasks import Task
@@ -75,6 +75,21 @@ def build_examples(task: Task, tokenizer: GemmaTokenizer, data: list[tuple[str, 
         if len(prompt) + len(answer) <= max_tokens:
             examples.append(Example(prompt, answer))
     return examples
+
+
+def check_answers(task: Task, data: list[tuple[str, Any]], what: str) -> None:
+    """Refuse labelled records whose expected answer breaks the task's schema: the grammar would never let the
+    adapter write such an answer, so training on it teaches nothing but conflict. ``what`` names the records."""
+    validator = task.compiled.validator
+    bad = [(number, next(iter(validator.iter_errors(expected))).message)
+           for number, (_, expected) in enumerate(data, 1) if not validator.is_valid(expected)]
+    if bad:
+        number, problem = bad[0]
+        raise SchemaError(
+            f"{len(bad)} of {len(data)} {what} records have an expected answer that breaks the schema of task "
+            f"{task.name!r} (record {number}: {problem})",
+            "fix or drop those records, or change the schema: the grammar would never let the adapter write them",
+        )
 
 
 def split_dev(data: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
@@ -152,6 +167,9 @@ def train(
     if config.swap_values and task.kind != "extract":
         raise GemmapipeError(f"value swapping is for extract tasks; {task.name!r} is a {task.kind} task",
                              "leave out --swap-values")
+    check_answers(task, data, "training")  # before the base model is prepared
+    if dev_data is not None:
+        check_answers(task, dev_data, "dev")
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -283,6 +283,23 @@ def test_an_interrupted_eval_exits_130_and_keeps_earlier_predictions(gemmapipe_r
     assert len(earlier.read_text().splitlines()) == 4  # a finished run replaces it
 
 
+def test_answers_that_break_the_schema_are_refused_before_training(gemmapipe_run, tmp_path):
+    schema, data, dev = tmp_path / "label.json", tmp_path / "data.jsonl", tmp_path / "dev.jsonl"
+    schema.write_text(json.dumps(SCHEMA))
+    records = DATA[:6] + [("eggs for sale", {"label": "eggs"}), ("and more", {"label": "spam", "extra": 1})]
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in records))
+    common = ["train", "--schema", str(schema), "--kind", "classify", "--out", str(tmp_path / "ad"), "--max-steps", "1"]
+    result = gemmapipe_run(common + ["--data", str(data)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "2 of 8 training records have an expected answer that breaks the schema" in result.stderr
+    assert "record 7: 'eggs' is not one of ['spam', 'ham']" in result.stderr and "fix or drop" in result.stderr
+    assert not (tmp_path / "ad").exists()  # refused before anything was written
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA[:6]))
+    dev.write_text(json.dumps({"text": "x", "expected": {"label": "eggs"}}) + "\n")
+    result = gemmapipe_run(common + ["--data", str(data), "--dev-data", str(dev)])
+    assert result.exit_code == 2 and "1 of 1 dev records" in result.stderr
+
+
 def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
     dev = [("cheap pills offer 100", {"label": "spam"}), ("see you at lunch 100", {"label": "ham"}), ("cheap pills offer 101", {"label": "spam"})]
     config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.0, eval_every=2)
