@@ -149,11 +149,9 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
         task = adhoc_task(kind, Path(schema))
     else:
         task = registry.task(schema, kind.name)
-    if examples is not None:
-        task = task.with_examples(read_examples(examples, task.schema))
     task = choose_adapter(task, adapter, no_adapter)
-    if examples is not None and (warning := untrained_examples_warning(task)):
-        click.echo(f"gemmapipe: warning: {warning}", err=True)
+    if examples is not None:
+        task = with_examples_file(task, examples)
     task.compiled  # compile now: a bad schema is a usage error before any work
     for note in task.compiled.unenforced:
         click.echo(f"gemmapipe: warning: the grammar does not enforce part of the schema ({note}); "
@@ -167,24 +165,30 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
     return task
 
 
+def with_examples_file(task: Task, examples: Path) -> Task:
+    """``task`` with the few-shot examples of ``--examples FILE`` (validated against its schema), warning on stderr
+    when its adapter was trained without examples."""
+    task = task.with_examples(read_examples(examples, task.schema))
+    if warning := untrained_examples_warning(task):
+        click.echo(f"gemmapipe: warning: {warning}", err=True)
+    return task
+
+
 def untrained_examples_warning(task: Task) -> str | None:
     """Why ``task``'s few-shot examples may hurt: its adapter was trained on prompts without examples.
 
     None when the task has no examples or no adapter, when the adapter's metadata says it was trained with
     examples, or when the adapter has no gemmapipe metadata (nothing is known of its prompts).
     """
-    from .models import ADAPTER_METADATA
+    from .models import adapter_metadata
 
     if not task.examples or task.adapter is None:
         return None
-    metadata_path = task.adapter / ADAPTER_METADATA
-    if not metadata_path.is_file():
-        return None
     try:
-        trained_with = json.loads(metadata_path.read_text()).get("few_shot_examples", 0)
+        metadata = adapter_metadata(task.adapter)
+        if metadata is None or metadata.get("few_shot_examples", 0):
+            return None
     except (OSError, ValueError, AttributeError):
-        return None
-    if trained_with:
         return None
     # Measured: the invoice adapter on its 31 dev receipts, 88.7 % field exact match without examples, 60.5 %
     # with the most similar training receipt put before each record, 25.0 % with two fixed training receipts
@@ -209,11 +213,10 @@ def apply_adapter(task: Task, adapter: Path) -> Task:
     from dataclasses import replace
 
     from .grammar import decoding_free
-    from .models import ADAPTER_METADATA
+    from .models import adapter_metadata
 
-    metadata_path = adapter / ADAPTER_METADATA
-    if metadata_path.is_file():
-        metadata = json.loads(metadata_path.read_text())
+    metadata = adapter_metadata(adapter)
+    if metadata is not None:
         if metadata.get("schema") is not None and decoding_free(metadata["schema"]) != decoding_free(task.schema):
             click.echo(f"gemmapipe: warning: adapter {adapter} was trained for another schema than task {task.name!r}", err=True)
         return replace(task, adapter=adapter, instruction=metadata.get("instruction", task.instruction))

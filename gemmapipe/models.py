@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .cache import cache_root, content_key, ensure_entry, hash_files
 from .errors import ComputeTypeError, SetupError
@@ -107,6 +108,14 @@ def _weights_package():  # type: ignore[no-untyped-def]
 ADAPTER_METADATA = "gemmapipe-adapter.json"  # written by `gemmapipe train` beside the PEFT files
 
 
+def adapter_metadata(adapter: Path) -> dict[str, Any] | None:
+    """The ``gemmapipe-adapter.json`` written by `gemmapipe train` beside an adapter, or None for a plain PEFT folder."""
+    import json
+
+    path = adapter / ADAPTER_METADATA
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def adapter_files(adapter_dir: Path) -> list[Path]:
     """The files of a PEFT LoRA adapter folder, or a :class:`SetupError` naming what is missing."""
     files = [adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"]
@@ -190,12 +199,10 @@ class ModelStore:
 
     def check_adapter_base(self, adapter: Path) -> None:
         """Refuse an adapter whose metadata says it was trained on another base model (its shapes or meaning differ)."""
-        import json
-
-        metadata = adapter / ADAPTER_METADATA
-        if not metadata.is_file():
+        metadata = adapter_metadata(adapter)
+        if metadata is None:
             return  # a plain PEFT folder: the merge itself checks the shapes
-        trained_on = json.loads(metadata.read_text(encoding="utf-8")).get("base")
+        trained_on = metadata.get("base")
         if trained_on and trained_on != self.base_description:
             raise SetupError(
                 f"adapter {adapter} was trained on another base model ({_describe_base(trained_on)}) than the one in use "

@@ -20,16 +20,12 @@ class Progress:
         self._task = None
         if not self.enabled:
             return
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
         columns = [TextColumn("{task.fields[records]} records"), TextColumn("{task.fields[rate]} records/s")]
         if total_bytes:
             columns += [BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn()]
-        # never redirect stdout: result lines must reach stdout, not the progress console on stderr
-        self._progress = RichProgress(
-            *columns, console=Console(file=sys.stderr), transient=True, redirect_stdout=False, redirect_stderr=False
-        )
+        self._progress = _stderr_progress(columns)
         self._task = self._progress.add_task("run", total=total_bytes or None, records=0, rate="-")
         self._progress.start()
 
@@ -52,15 +48,11 @@ class CountProgress:
         self._progress = None
         if not self.enabled:
             return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
         self._start = time.perf_counter()
-        self._progress = RichProgress(
-            MofNCompleteColumn(), TextColumn("records"), BarColumn(), TextColumn("{task.fields[rate]} records/s"),
-            TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True, redirect_stdout=False,
-            redirect_stderr=False,
-        )
+        self._progress = _stderr_progress([MofNCompleteColumn(), TextColumn("records"), BarColumn(),
+                                           TextColumn("{task.fields[rate]} records/s"), TimeRemainingColumn()])
         self._task = self._progress.add_task("eval", total=total, rate="-")
         self._progress.start()
 
@@ -74,6 +66,15 @@ class CountProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _stderr_progress(columns: list[object]):  # type: ignore[no-untyped-def]
+    """A transient rich progress display on stderr that never redirects stdout: results must reach stdout."""
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+
+    return RichProgress(*columns, console=Console(file=sys.stderr), transient=True, redirect_stdout=False,
+                        redirect_stderr=False)
 
 
 def regular_file_size(stream: IO[bytes]) -> int | None:

@@ -122,14 +122,23 @@ def read_labelled(path: Path, limit: int | None = None) -> list[tuple[str, Any]]
     return pairs
 
 
+def invalid_answers(compiled: CompiledSchema, pairs: list[tuple[str, Any]]) -> list[tuple[int, str]]:
+    """``(record number from 1, first problem)`` for each labelled pair whose expected answer breaks the schema."""
+    bad = []
+    for number, (_, expected) in enumerate(pairs, 1):
+        problems = [e.message for e in compiled.validator.iter_errors(expected)]
+        if problems:
+            bad.append((number, problems[0]))
+    return bad
+
+
 def read_examples(path: Path, schema: dict[str, Any]) -> list[tuple[str, Any]]:
     """Few-shot examples from a labelled JSONL file; every expected answer must validate against ``schema``."""
     examples = read_labelled(path)
-    validator = compile_schema(schema).validator
-    for number, (_, expected) in enumerate(examples, 1):
-        problems = [e.message for e in validator.iter_errors(expected)]
-        if problems:
-            raise SchemaError(f"{path}: example {number}: the expected answer breaks the schema: {problems[0]}")
+    bad = invalid_answers(compile_schema(schema), examples)
+    if bad:
+        number, problem = bad[0]
+        raise SchemaError(f"{path}: example {number}: the expected answer breaks the schema: {problem}")
     return examples
 
 

@@ -36,7 +36,7 @@ from .convert import quiet_transformers
 from .errors import GemmapipeError, SchemaError
 from .models import BASE_MODEL_ID, ModelStore, adapter_files
 from .prompts import PROMPT_FORMAT
-from .tasks import Task
+from .tasks import Task, invalid_answers
 from .tokenizer import GemmaTokenizer
 
 TRIM_EVERY = 10  # steps between returns of freed heap memory to the OS (see memory.py)
@@ -80,9 +80,7 @@ def build_examples(task: Task, tokenizer: GemmaTokenizer, data: list[tuple[str, 
 def check_answers(task: Task, data: list[tuple[str, Any]], what: str) -> None:
     """Refuse labelled records whose expected answer breaks the task's schema: the grammar would never let the
     adapter write such an answer, so training on it teaches nothing but conflict. ``what`` names the records."""
-    validator = task.compiled.validator
-    bad = [(number, next(iter(validator.iter_errors(expected))).message)
-           for number, (_, expected) in enumerate(data, 1) if not validator.is_valid(expected)]
+    bad = invalid_answers(task.compiled, data)
     if bad:
         number, problem = bad[0]
         raise SchemaError(

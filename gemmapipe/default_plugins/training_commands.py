@@ -54,11 +54,11 @@ def register_commands(cli: click.Group) -> None:
     @click.pass_obj
     def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, examples, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
-        from ..cli import EXIT_INTERRUPTED, _fail, untrained_examples_warning
+        from ..cli import EXIT_INTERRUPTED, _fail, with_examples_file
         from ..engine import Engine
         from ..errors import GemmapipeError
         from ..evaluate import evaluate
-        from ..tasks import read_examples, read_labelled
+        from ..tasks import read_labelled
         from ..models import ModelStore
         from ..progress import CountProgress
 
@@ -67,9 +67,7 @@ def register_commands(cli: click.Group) -> None:
             task = _task(obj, task_name, schema, kind, adapter, no_adapter)
             pairs = read_labelled(data, limit)
             if examples is not None:
-                task = task.with_examples(read_examples(examples, task.schema))
-                if warning := untrained_examples_warning(task):
-                    click.echo(f"gemmapipe: warning: {warning}", err=True)
+                task = with_examples_file(task, examples)
                 overlap = len({text for text, _ in task.examples} & {text for text, _ in pairs})
                 if overlap:
                     click.echo(f"gemmapipe: warning: {overlap} of the --examples texts are also records of --data; "
