@@ -66,14 +66,34 @@ class Example:
     answer: list[int]
 
 
+def build_example(task: Task, tokenizer: GemmaTokenizer, text: str, expected: Any, max_tokens: int) -> Example | None:
+    """The tokenised (prompt, answer) pair of one record, or None if it is longer than ``max_tokens``.
+
+    The answer is the canonical JSON the grammar lets the model write."""
+    prompt = tokenizer.encode_prompt(task.prompt(text))
+    answer = tokenizer.encode_text(canonical_json(expected, task.schema)) + [tokenizer.end_of_turn_id]
+    return Example(prompt, answer) if len(prompt) + len(answer) <= max_tokens else None
+
+
 def build_examples(task: Task, tokenizer: GemmaTokenizer, data: list[tuple[str, dict[str, Any]]], max_tokens: int) -> list[Example]:
-    """Tokenised (prompt, answer) pairs; the answer is the canonical JSON the grammar lets the model write."""
+    """The examples of the records of ``data`` that fit in ``max_tokens`` (see :func:`build_example`)."""
+    examples = (build_example(task, tokenizer, text, expected, max_tokens) for text, expected in data)
+    return [example for example in examples if example is not None]
+
+
+def swapped_examples(task: Task, tokenizer: GemmaTokenizer, data: list[tuple[str, dict[str, Any]]],
+                     swapped: list[tuple[str, dict[str, Any]]], max_tokens: int) -> list[Example]:
+    """An epoch's examples from ``swapped`` (:func:`gemmapipe.augment.swap_values` of ``data``, record for record).
+
+    A record that its swapped values make longer than ``max_tokens`` is trained on with its own values instead, so
+    swapping never drops a record that fits (a longer value can push a receipt past the limit)."""
     examples = []
-    for text, expected in data:
-        prompt = tokenizer.encode_prompt(task.prompt(text))
-        answer = tokenizer.encode_text(canonical_json(expected, task.schema)) + [tokenizer.end_of_turn_id]
-        if len(prompt) + len(answer) <= max_tokens:
-            examples.append(Example(prompt, answer))
+    for original, record in zip(data, swapped):
+        example = build_example(task, tokenizer, *record, max_tokens)
+        if example is None and record != original:
+            example = build_example(task, tokenizer, *original, max_tokens)
+        if example is not None:
+            examples.append(example)
     return examples
 
 
@@ -234,8 +254,8 @@ def train(
             epoch_set = train_set
             if config.swap_values:  # a fresh draw each epoch, the same one when a run resumes
                 swap_rng = random.Random(f"swap-values-{config.seed}-{epoch_offset + epoch}")
-                epoch_set = build_examples(task, tokenizer, swap_values(train_data, task.schema, swap_rng, config.swap_values),
-                                           config.max_tokens)
+                epoch_set = swapped_examples(task, tokenizer, train_data,
+                                             swap_values(train_data, task.schema, swap_rng, config.swap_values), config.max_tokens)
             epoch_batches = _batches(epoch_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
         batch = epoch_batches[position % len(epoch_batches)]
         with autocast:

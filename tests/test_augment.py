@@ -10,7 +10,8 @@ import pytest
 from gemmapipe.augment import swap_values, swappable_fields, value_pattern
 from gemmapipe.errors import GemmapipeError
 from gemmapipe.tasks import Task
-from gemmapipe.training import TrainConfig, train
+from gemmapipe.tokenizer import GemmaTokenizer
+from gemmapipe.training import TrainConfig, build_examples, swapped_examples, train
 
 RECEIPT_SCHEMA = {
     "type": "object",
@@ -102,6 +103,19 @@ def test_training_swaps_values_each_epoch_and_reproducibly(tiny_store, tmp_path)
     assert swapped == again  # the draw depends on the seed and the epoch only, so a resumed run sees the same one
     assert swapped != plain
     assert metadata["hyperparameters"]["swap_values"] == 1.0
+
+
+def test_a_record_its_swap_makes_too_long_keeps_its_own_values(tiny_store):
+    tokenizer = GemmaTokenizer(tiny_store.base_dir() / "tokenizer.json")
+    data, long_name = ORDERS[:3], " ".join(["zed"] * 60)
+    swapped = [(f"order 0 from {long_name} paid", {"customer": long_name}), ORDERS[5], ORDERS[6]]
+    fits = build_examples(ORDER_TASK, tokenizer, data + swapped[1:], max_tokens=10_000)
+    limit = max(len(e.prompt) + len(e.answer) for e in fits)
+    assert len(build_examples(ORDER_TASK, tokenizer, swapped, limit)) == 2  # the swapped first record is too long
+    examples = swapped_examples(ORDER_TASK, tokenizer, data, swapped, limit)
+    assert examples == build_examples(ORDER_TASK, tokenizer, [data[0], ORDERS[5], ORDERS[6]], limit)
+    too_long = [(f"order 0 from {long_name} paid", {"customer": long_name})] + data[1:]  # too long with its own values
+    assert swapped_examples(ORDER_TASK, tokenizer, too_long, too_long, limit) == build_examples(ORDER_TASK, tokenizer, data[1:], limit)
 
 
 def test_swapping_is_refused_for_a_task_that_does_not_copy(tiny_store, tmp_path):
