@@ -152,6 +152,7 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
     task = choose_adapter(task, adapter, no_adapter)
     if examples is not None:
         task = with_examples_file(task, examples)
+    warn_of_examples_mismatch(task)
     task.compiled  # compile now: a bad schema is a usage error before any work
     for note in task.compiled.unenforced:
         click.echo(f"gemmapipe: warning: the grammar does not enforce part of the schema ({note}); "
@@ -166,35 +167,45 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
 
 
 def with_examples_file(task: Task, examples: Path) -> Task:
-    """``task`` with the few-shot examples of ``--examples FILE`` (validated against its schema), warning on stderr
-    when its adapter was trained without examples."""
-    task = task.with_examples(read_examples(examples, task.schema))
-    if warning := untrained_examples_warning(task):
+    """``task`` with the few-shot examples of ``--examples FILE`` (validated against its schema)."""
+    return task.with_examples(read_examples(examples, task.schema))
+
+
+def warn_of_examples_mismatch(task: Task) -> None:
+    """Say on stderr when ``task``'s prompts differ from its adapter's training prompts (see below)."""
+    if warning := examples_mismatch_warning(task):
         click.echo(f"gemmapipe: warning: {warning}", err=True)
-    return task
 
 
-def untrained_examples_warning(task: Task) -> str | None:
-    """Why ``task``'s few-shot examples may hurt: its adapter was trained on prompts without examples.
+def examples_mismatch_warning(task: Task) -> str | None:
+    """Why ``task``'s prompts may not be what its adapter was trained on: few-shot examples in front of each record
+    for an adapter trained on prompts without them, or none for an adapter trained with them.
 
-    None when the task has no examples or no adapter, when the adapter's metadata says it was trained with
-    examples, or when the adapter has no gemmapipe metadata (nothing is known of its prompts).
+    None when the two agree, when the task has no adapter, or when the adapter has no gemmapipe metadata (nothing
+    is known of its prompts). Metadata written before ``few_shot_examples`` existed means trained without examples.
     """
     from .models import adapter_metadata
 
-    if not task.examples or task.adapter is None:
+    if task.adapter is None:
         return None
     try:
         metadata = adapter_metadata(task.adapter)
-        if metadata is None or metadata.get("few_shot_examples", 0):
+        if metadata is None:
             return None
-    except (OSError, ValueError, AttributeError):
+        trained_with = int(metadata.get("few_shot_examples", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    # Measured: the invoice adapter on its 31 dev receipts, 88.7 % field exact match without examples, 60.5 %
-    # with the most similar training receipt put before each record, 25.0 % with two fixed training receipts
-    # (and 22 times slower: 0.029 records/s against 0.64).
-    return (f"adapter {task.adapter} was trained on prompts without examples, and examples in front of a record "
-            "usually make such an adapter's answers worse; drop --examples, or use them with --no-adapter")
+    if trained_with and not task.examples:
+        examples = f"{trained_with} example" + ("s" if trained_with != 1 else "")
+        return (f"adapter {task.adapter} was trained with {examples} in front of every record, and this "
+                "run gives none; pass the examples it was trained with (--examples FILE)")
+    if task.examples and not trained_with:
+        # Measured: the invoice adapter on its 31 dev receipts, 88.7 % field exact match without examples, 60.5 %
+        # with the most similar training receipt put before each record, 25.0 % with two fixed training receipts
+        # (and 22 times slower: 0.029 records/s against 0.64).
+        return (f"adapter {task.adapter} was trained on prompts without examples, and examples in front of a record "
+                "usually make such an adapter's answers worse; drop --examples, or use them with --no-adapter")
+    return None
 
 
 def choose_adapter(task: Task, adapter: Path | None, no_adapter: bool) -> Task:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gemmapipe import __version__
-from gemmapipe.cli import untrained_examples_warning
+from gemmapipe.cli import examples_mismatch_warning
 from gemmapipe.models import ADAPTER_METADATA
 from gemmapipe.tasks import Task
 
@@ -124,7 +124,7 @@ def _adapter_with_metadata(src: Path, dest: Path, metadata: dict | None) -> Path
     return dest
 
 
-def test_examples_with_an_adapter_trained_without_them_give_a_warning(gemmapipe_run, label_schema, tiny_adapter, tmp_path):
+def test_examples_and_an_adapter_trained_otherwise_give_a_warning(gemmapipe_run, label_schema, tiny_adapter, tmp_path):
     shots = tmp_path / "shots.jsonl"
     shots.write_text('{"text": "cheap pills", "expected": {"label": "spam"}}\n')
     plain = _adapter_with_metadata(tiny_adapter, tmp_path / "plain", {"few_shot_examples": 0})
@@ -134,26 +134,34 @@ def test_examples_with_an_adapter_trained_without_them_give_a_warning(gemmapipe_
     # the same adapter without --examples, or --examples without an adapter: no warning
     assert "without examples" not in gemmapipe_run(["classify", "-s", label_schema, "--adapter", str(plain)], input="hi\n").stderr
     assert "without examples" not in gemmapipe_run(["classify", "-s", label_schema, "--examples", str(shots)], input="hi\n").stderr
+    # an adapter trained with examples: a warning without them, none with them
+    shot = _adapter_with_metadata(tiny_adapter, tmp_path / "shot", {"few_shot_examples": 1})
+    bare = gemmapipe_run(["classify", "-s", label_schema, "--adapter", str(shot)], input="hi\n")
+    assert bare.exit_code == 0 and f"adapter {shot} was trained with 1 example in front of every record" in bare.stderr
+    assert "--examples FILE" in bare.stderr
+    assert "warning" not in gemmapipe_run(["classify", "-s", label_schema, "--adapter", str(shot), "--examples", str(shots)],
+                                          input="hi\n").stderr
 
 
 @pytest.mark.parametrize(
-    "metadata, warned",
+    "metadata, with_examples, without_examples",
     [
-        ({"few_shot_examples": 0}, True),
-        ({"instruction": "Classify."}, True),  # written before the key existed: trained without examples
-        ({"few_shot_examples": 2}, False),  # trained with examples in its prompts
-        (None, False),  # a plain PEFT folder: nothing is known of its prompts
+        ({"few_shot_examples": 0}, "trained on prompts without examples", None),
+        ({"instruction": "Classify."}, "trained on prompts without examples", None),  # written before the key existed
+        ({"few_shot_examples": 2}, None, "trained with 2 examples in front of every record, and this run gives none"),
+        (None, None, None),  # a plain PEFT folder: nothing is known of its prompts
     ],
 )
-def test_untrained_examples_warning_reads_the_adapter_metadata(tmp_path, metadata, warned):
+def test_examples_mismatch_warning_reads_the_adapter_metadata(tmp_path, metadata, with_examples, without_examples):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     if metadata is not None:
         (adapter / ADAPTER_METADATA).write_text(json.dumps(metadata))
     task = Task("t", "classify", LABEL_SCHEMA, "Classify.", adapter=adapter, examples=(("cheap pills", {"label": "spam"}),))
-    assert (untrained_examples_warning(task) is not None) is warned
-    assert untrained_examples_warning(replace(task, examples=())) is None
-    assert untrained_examples_warning(replace(task, adapter=None)) is None
+    for checked, expected in ((task, with_examples), (replace(task, examples=()), without_examples)):
+        warning = examples_mismatch_warning(checked)
+        assert warning is None if expected is None else expected in warning
+        assert examples_mismatch_warning(replace(checked, adapter=None)) is None
 
 
 @pytest.mark.parametrize(

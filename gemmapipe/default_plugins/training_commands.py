@@ -54,7 +54,7 @@ def register_commands(cli: click.Group) -> None:
     @click.pass_obj
     def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, examples, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
-        from ..cli import EXIT_INTERRUPTED, _fail, with_examples_file
+        from ..cli import EXIT_INTERRUPTED, _fail, warn_of_examples_mismatch, with_examples_file
         from ..engine import Engine
         from ..errors import GemmapipeError
         from ..evaluate import evaluate
@@ -72,6 +72,7 @@ def register_commands(cli: click.Group) -> None:
                 if overlap:
                     click.echo(f"gemmapipe: warning: {overlap} of the --examples texts are also records of --data; "
                                "their answers are in the prompt, so the score overstates the task", err=True)
+            warn_of_examples_mismatch(task)
             # Checked first, so an unwritable path fails now, not after the whole evaluation; appending neither
             # truncates a file from an earlier run nor leaves one behind if this run does not finish.
             created = predictions is not None and not predictions.exists()
