@@ -213,7 +213,8 @@ def train(
                    "schema": task.schema, "base": store.base_description}
     if dev_sha256 is not None:
         fingerprint["dev_data"] = dev_sha256
-    previous = _previous_run(init_adapter, store, fingerprint["data"], dev_sha256, config) if init_adapter is not None else None
+    previous = (_previous_run(init_adapter, store, fingerprint["data"], dev_sha256, config, dev_data)
+                if init_adapter is not None else None)
     if previous is not None:
         fingerprint["init_adapter"] = previous["sha256"]
     epoch_offset = previous["epochs_done"] if previous is not None else 0
@@ -303,6 +304,7 @@ def train(
         "base": store.base_description,
         "data_sha256": fingerprint["data"],
         "dev_data_sha256": dev_sha256,  # None: the dev set is dev_fraction of the data
+        "dev_record_sha256": record_hashes(dev_data),  # lets a run that continues this adapter see its dev set was held out
         "train_examples": len(train_set),
         "dev_examples": len(dev_set),
         "left_out_records": left_out,  # longer than max_tokens
@@ -336,8 +338,17 @@ def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
             "target_modules": tuple(sorted(modules) if isinstance(modules, (list, set)) else [modules])}
 
 
-def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, dev_sha256: str | None, config: TrainConfig) -> dict[str, Any]:
-    """What the adapter a run continues already went through, and how many epochs of this data that was."""
+def record_hashes(data: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """A short hash of each record, sorted (which records a dev set held, without the records themselves)."""
+    return sorted(data_hash([record])[:16] for record in data)
+
+
+def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, dev_sha256: str | None, config: TrainConfig,
+                  dev_data: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """What the adapter a run continues already went through, and how many epochs of this data that was.
+
+    Notices when this run's dev set may hold records the adapter trained on: unless it continues on the same data
+    and split, or every dev record was in the adapter's own dev set (``dev_record_sha256`` of its metadata)."""
     store.check_adapter_base(adapter)
     settings = adapter_settings(adapter)
     if settings["rank"] != config.rank or set(settings["target_modules"]) != set(config.target_modules):
@@ -349,7 +360,8 @@ def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, dev_sha256
     hyper = metadata.get("hyperparameters", {})
     same_split = (metadata.get("data_sha256") == data_sha256 and hyper.get("seed") == config.seed
                   and hyper.get("dev_fraction") == config.dev_fraction and metadata.get("dev_data_sha256") == dev_sha256)
-    if not same_split and (config.dev_fraction > 0 or dev_sha256 is not None):
+    held_out = set(metadata.get("dev_record_sha256") or ())
+    if not same_split and dev_data and not set(record_hashes(dev_data)) <= held_out:
         store.notify(f"adapter {adapter} was not trained on this data with this seed and dev set: "
                      "the dev set may hold examples it has seen, so the dev loss overstates it")
     # The time of everything behind that adapter, where known: older metadata had only ``seconds_this_run`` (the

@@ -319,3 +319,22 @@ def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
     assert written["dev_examples"] == 3 and written["train_examples"] == 24 and written["hyperparameters"]["dev_fraction"] == 0.0
     both = gemmapipe_run(common + ["--out", str(tmp_path / "g"), "--dev-fraction", "0.1"])
     assert both.exit_code != 0 and "give one of them" in both.stderr and "Traceback" not in both.output
+
+
+def test_continuing_on_the_adapters_own_dev_records_gives_no_leak_notice(gemmapipe_tiny_model, gemmapipe_cache, tmp_path):
+    from gemmapipe.models import BaseSource, ModelStore
+    from gemmapipe.training import split_dev
+
+    messages: list[str] = []
+    store = ModelStore(gemmapipe_cache, BaseSource(gemmapipe_tiny_model), notify=messages.append)
+    config = TrainConfig(max_steps=1, batch_size=8, rank=4, alpha=8, dev_fraction=0.25)
+    first = train(TASK, DATA, tmp_path / "a", store, config)
+    trained_on, held_out = split_dev(DATA, 0.25, 0)
+    assert len(first["dev_record_sha256"]) == len(held_out) == 6
+    more = trained_on + [(f"win a prize now {i}", {"label": "spam"}) for i in range(4)]
+    continued = TrainConfig(max_steps=1, batch_size=8, rank=4, alpha=8, dev_fraction=0.0)
+    messages.clear()
+    train(TASK, more, tmp_path / "b", store, continued, init_adapter=tmp_path / "a", dev_data=held_out)
+    assert not [m for m in messages if "overstates" in m]  # new data, but the dev records were held out of "a"
+    train(TASK, more, tmp_path / "c", store, continued, init_adapter=tmp_path / "a", dev_data=held_out[:3] + trained_on[:3])
+    assert [m for m in messages if "dev set may hold examples it has seen" in m]
