@@ -338,3 +338,41 @@ def test_continuing_on_the_adapters_own_dev_records_gives_no_leak_notice(gemmapi
     assert not [m for m in messages if "overstates" in m]  # new data, but the dev records were held out of "a"
     train(TASK, more, tmp_path / "c", store, continued, init_adapter=tmp_path / "a", dev_data=held_out[:3] + trained_on[:3])
     assert [m for m in messages if "dev set may hold examples it has seen" in m]
+
+
+@pytest.mark.parametrize(
+    "requested, device, native, expected",
+    [
+        ("auto", "cpu", False, "float32"),  # bf16 products on such a CPU run through a reference kernel: 130x slower
+        ("auto", "cpu", True, "bf16"),
+        ("auto", "cuda", False, "bf16"),
+        ("bf16", "cpu", False, "bf16"),  # asked for: slow, but given (with a notice)
+        ("float32", "cuda", True, "float32"),
+    ],
+)
+def test_training_precision_follows_the_hardware_unless_asked(monkeypatch, requested, device, native, expected):
+    import torch
+
+    from gemmapipe.training import training_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert training_precision(requested, device) == expected
+
+
+def test_a_run_records_its_precision_and_float32_changes_the_numbers(gemmapipe_tiny_model, gemmapipe_cache, tmp_path):
+    from gemmapipe.models import BaseSource, ModelStore
+    from gemmapipe.training import native_bf16
+
+    messages: list[str] = []
+    store = ModelStore(gemmapipe_cache, BaseSource(gemmapipe_tiny_model), notify=messages.append)
+    runs = {}
+    for precision in ("float32", "bf16", "auto"):
+        config = TrainConfig(max_steps=2, batch_size=8, rank=4, alpha=8, dev_fraction=0.0, precision=precision)
+        runs[precision] = train(TASK, DATA, tmp_path / precision, store, config)
+        runs[precision]["history"] = json.loads((tmp_path / precision / "checkpoint" / "state.json").read_text())["state"]["history"]
+    assert runs["float32"]["precision"] == "float32" and runs["bf16"]["precision"] == "bf16"
+    assert runs["auto"]["precision"] == ("bf16" if native_bf16("cpu") else "float32")
+    assert runs["float32"]["history"] != runs["bf16"]["history"]  # autocast really is off in float32
+    assert runs["auto"]["history"] == runs[runs["auto"]["precision"]]["history"]
+    assert any("no native bfloat16" in m for m in messages) is not native_bf16("cpu")

@@ -140,11 +140,13 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--swap-values", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                   help="Extract tasks: chance, per field and epoch, that a value the text holds is swapped (in text and answer) "
                        "for the field's value in another record, so the model learns to copy rather than to recall.")
+    @click.option("--precision", type=click.Choice(["auto", "bf16", "float32"]), default="auto", show_default=True,
+                  help="bf16 autocast or float32; auto: bf16 on a GPU or a CPU with native bfloat16 (AVX-512 BF16, AMX), else float32.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
     @click.option("--eval-every", type=click.IntRange(1), default=100, show_default=True)
     @click.pass_obj
-    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, dev_data, max_tokens, swap_values, seed, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
+    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, dev_data, max_tokens, swap_values, precision, seed, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
         """Fine-tune a LoRA adapter of Gemma 3 270M for a task (CPU; a GPU if torch sees one).
 
         Ctrl-C saves a checkpoint; run the same command again to resume. --init-adapter continues an adapter
@@ -165,7 +167,7 @@ def register_commands(cli: click.Group) -> None:
         if dev_data is not None and click.get_current_context().get_parameter_source("dev_fraction") is click.core.ParameterSource.DEFAULT:
             dev_fraction = 0.0  # the default fraction gives way to a dev file; a fraction given too is train()'s error
         config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, dev_fraction=dev_fraction,
-                             max_tokens=max_tokens, swap_values=swap_values, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                             max_tokens=max_tokens, swap_values=swap_values, precision=precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
                              eval_every=eval_every, **lora)
         stop = {"requested": False}
 
