@@ -1,15 +1,16 @@
 """Accuracy benchmark of the built-in tasks: ``gemmapipe eval`` on each test split, against the base model.
 
-    python bench/accuracy_bench.py [--tasks invoice,banking77,redact,log-severity] [--baseline-records 60] [--limit N] [--json]
+    python bench/accuracy_bench.py [--tasks invoice,banking77,redact,log-severity,logline] [--baseline-records 60] [--limit N] [--json]
 
-For every built-in task with a trained adapter (and ``log-severity`` of the gemmapipe-logs plugin, when installed),
-runs ``gemmapipe eval --task NAME --data TEST --json`` (the real Gemma 3 270M, int8) and prints its figures: mean
-field exact match (accuracy for classification), per-field exact match, mean character similarity, schema validity,
-error records and records/s. In the same run, the base model without the adapter is scored on an evenly spaced
-sample of the same test split (``--baseline-records``) and each adapter figure is printed as a ratio to it. For
-``redact`` it also counts leaks: answers that still contain a personal value the reference replaced (names, emails,
-phones, numbers, addresses). Test data: ../shared/datasets/{sroie,banking77}/test.jsonl, recipes/redact/test.jsonl
-and recipes/log-severity/test.jsonl (written by the make_*_data.py scripts in recipes/). Never asserts: it reports.
+For every built-in task with a trained adapter (and ``log-severity`` and ``logline`` of the gemmapipe-logs plugin,
+when installed), runs ``gemmapipe eval --task NAME --data TEST --json`` (the real Gemma 3 270M, int8) and prints its
+figures: mean field exact match (accuracy for classification), per-field exact match, mean character similarity,
+schema validity, error records and records/s. In the same run, the base model without the adapter is scored on an
+evenly spaced sample of the same test split (``--baseline-records``) and each adapter figure is printed as a ratio to
+it. For ``redact`` it also counts leaks: answers that still contain a personal value the reference replaced (names,
+emails, phones, numbers, addresses). Test data: ../shared/datasets/{sroie,banking77}/test.jsonl and
+recipes/{redact,log-severity,logline}/test.jsonl (written by the make_*_data.py scripts in recipes/). Never asserts:
+it reports.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ TEST_SPLITS = {
     "banking77": DATASETS / "banking77" / "test.jsonl",
     "redact": REPO / "recipes" / "redact" / "test.jsonl",
     "log-severity": REPO / "recipes" / "log-severity" / "test.jsonl",
+    "logline": REPO / "recipes" / "logline" / "test.jsonl",
 }
 
 
@@ -94,7 +96,7 @@ def main() -> None:
             try:
                 adapter = get_plugins().registry().task(task).adapter
             except GemmapipeError as exc:
-                print(f"accuracy_bench: {exc}; skipped {task} (log-severity: pip install ./plugins/gemmapipe-logs)", file=sys.stderr)
+                print(f"accuracy_bench: {exc}; skipped {task} (log-severity, logline: pip install ./plugins/gemmapipe-logs)", file=sys.stderr)
                 continue
             if adapter is None:
                 print(f"accuracy_bench: {task} has no trained adapter yet; skipped", file=sys.stderr)

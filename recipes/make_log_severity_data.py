@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,51 +165,84 @@ def _split_messages() -> tuple[dict[str, list[Message]], dict[str, list[Message]
     return train, MESSAGES
 
 
-# --- line formats: each takes (rng, values, message, severity) and returns a line, or None for a severity it
-# cannot express (Python logging has no NOTICE, klog no DEBUG or NOTICE, ...).
-Format = Callable[[random.Random, Values, Message, str], "str | None"]
+# --- line formats: each takes (rng, values, message, severity) and returns the line and its fields (see
+# :func:`fields`), or None for a severity it cannot express (Python logging has no NOTICE, klog no DEBUG or NOTICE,
+# ...). The random draws are made in the order the lines were first written with, so the files stay the same.
+Line = tuple[str, dict[str, object]]
+Format = Callable[[random.Random, Values, Message, str], "Line | None"]
+
+_CLIENT_IP = re.compile(r"(?:\bfrom|\bclient:?|\buser \S+) (\d{1,3}(?:\.\d{1,3}){3})\b")
+_REQUEST = re.compile(r'request: "([A-Z]+) (\S+) HTTP/[\d.]+"')
+
+
+def fields(timestamp: str | None, message: str, host: str | None = None, program: str | None = None) -> dict[str, object]:
+    """The ``logline`` fields of a line, as written in it (None where the line does not say).
+
+    ``client_ip`` is the address a message names as its peer (``from 1.2.3.4``, ``client: 1.2.3.4``, ``user bob
+    1.2.3.4``); ``method`` and ``path`` come from a request the message quotes (nginx's ``request: "GET /x HTTP/1.1"``).
+    Access lines set their own (:func:`access_line`).
+    """
+    client = _CLIENT_IP.search(message)
+    request = _REQUEST.search(message)
+    return {"timestamp": timestamp, "host": host, "program": program, "client_ip": client.group(1) if client else None,
+            "method": request.group(1) if request else None, "path": request.group(2) if request else None,
+            "status": None, "bytes": None, "message": message}
 
 
 def _clock(r: random.Random) -> tuple[int, int, int, int, int]:
     return r.randint(1, 28), r.randint(0, 23), r.randint(0, 59), r.randint(0, 59), r.randint(0, 999)
 
 
-def _proc(r: random.Random, message: Message) -> str:
-    return "kernel" if message.program == "kernel" else f"{message.program}[{r.randint(200, 65000)}]"
+def _pid(r: random.Random, message: Message) -> str:
+    return "" if message.program == "kernel" else f"[{r.randint(200, 65000)}]"
 
 
-def bsd_syslog(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def bsd_syslog(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     d, hh, mm, ss, _ = _clock(r)
     text = v.fill(m.template)
-    return f"Nov {d:2d} {hh:02d}:{mm:02d}:{ss:02d} {v.rng.choice(v.hosts)} {_proc(r, m)}: {text}"
+    stamp, host = f"Nov {d:2d} {hh:02d}:{mm:02d}:{ss:02d}", v.rng.choice(v.hosts)
+    return f"{stamp} {host} {m.program}{_pid(r, m)}: {text}", fields(stamp, text, host, m.program)
 
 
-def rfc5424(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def rfc5424(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     facility = r.choice([0 if m.program == "kernel" else 3, 1, 4 if m.program in ("sshd", "sudo") else 16])
     d, hh, mm, ss, ms = _clock(r)
-    return (f"<{facility * 8 + SYSLOG_CODE[severity]}>1 2026-11-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}.{ms:03d}Z {v.rng.choice(v.hosts)} "
-            f"{m.program} {r.randint(200, 65000)} - - {v.fill(m.template)}")
+    stamp, host, pid = f"2026-11-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}.{ms:03d}Z", v.rng.choice(v.hosts), r.randint(200, 65000)
+    text = v.fill(m.template)
+    return f"<{facility * 8 + SYSLOG_CODE[severity]}>1 {stamp} {host} {m.program} {pid} - - {text}", fields(stamp, text, host, m.program)
 
 
-def python_logging(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def python_logging(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     level = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR", "critical": "CRITICAL"}.get(severity)
     if level is None:
         return None
     d, hh, mm, ss, ms = _clock(r)
     stamp = f"2026-11-{d:02d} {hh:02d}:{mm:02d}:{ss:02d},{ms:03d}"
-    return r.choice([f"{stamp} - {v.fill('{module}')} - {level} - {v.fill(m.template)}", f"{level}:{v.fill('{module}')}:{v.fill(m.template)}",
-                     f"[{stamp}] {level} in {v.fill('{module}').rsplit('.', 1)[-1]}: {v.fill(m.template)}"])
+    variants = []  # all three are drawn, then one is chosen
+    for layout in ("dashes", "colons", "brackets"):
+        logger, text = v.fill("{module}"), v.fill(m.template)
+        if layout == "dashes":
+            variants.append((f"{stamp} - {logger} - {level} - {text}", fields(stamp, text, program=logger)))
+        elif layout == "colons":
+            variants.append((f"{level}:{logger}:{text}", fields(None, text, program=logger)))
+        else:
+            short = logger.rsplit(".", 1)[-1]
+            variants.append((f"[{stamp}] {level} in {short}: {text}", fields(stamp, text, program=short)))
+    return r.choice(variants)
 
 
-def log4j(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def log4j(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     level = {"debug": "DEBUG", "info": "INFO", "warning": "WARN", "error": "ERROR", "critical": "FATAL"}.get(severity)
     if level is None:
         return None
     d, hh, mm, ss, ms = _clock(r)
-    return f"2026-11-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{ms:03d} {level:>5} {r.randint(1, 9999)} --- [{r.choice(['main', 'http-nio-8080-exec-3', 'scheduling-1', 'kafka-consumer-2'])}] {r.choice(JAVA_CLASSES)} : {v.fill(m.template)}"
+    stamp = f"2026-11-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{ms:03d}"
+    pid, thread, logger = r.randint(1, 9999), r.choice(["main", "http-nio-8080-exec-3", "scheduling-1", "kafka-consumer-2"]), r.choice(JAVA_CLASSES)
+    text = v.fill(m.template)
+    return f"{stamp} {level:>5} {pid} --- [{thread}] {logger} : {text}", fields(stamp, text, program=logger)
 
 
-def json_line(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def json_line(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     level = r.choice({"debug": ["debug", "DEBUG"], "info": ["info", "INFO"], "notice": ["notice"], "warning": ["warn", "warning", "WARN"],
                       "error": ["error", "ERROR", "err"], "critical": ["fatal", "critical", "crit", "emerg"]}[severity])
     d, hh, mm, ss, ms = _clock(r)
@@ -216,46 +250,55 @@ def json_line(r: random.Random, v: Values, m: Message, severity: str) -> str | N
               "service": m.program if m.program != "app" else v.fill("{module}").split(".")[0]}
     if r.random() < 0.5:
         record["host"] = v.rng.choice(v.hosts)
-    return json.dumps(record)
+    return json.dumps(record), fields(record["ts"], record["msg"], record.get("host"), record["service"])
 
 
-def logfmt(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def logfmt(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     level = {"debug": "debug", "info": "info", "warning": "warn", "error": "error", "critical": "fatal"}.get(severity)
     if level is None:
         return None
     d, hh, mm, ss, _ = _clock(r)
-    return f'time="2026-11-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}Z" level={level} msg="{v.fill(m.template)}" component={v.fill("{module}").split(".")[-1]}'
+    stamp, text = f"2026-11-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}Z", v.fill(m.template)
+    component = v.fill("{module}").split(".")[-1]
+    return f'time="{stamp}" level={level} msg="{text}" component={component}', fields(stamp, text, program=component)
 
 
-def klog(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def klog(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     letter = {"info": "I", "warning": "W", "error": "E", "critical": "F"}.get(severity)
     if letter is None:
         return None
     d, hh, mm, ss, _ = _clock(r)
-    return (f"{letter}11{d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{r.randint(0, 999999):06d}    {r.randint(1, 99)} "
-            f"{r.choice(['reflector.go', 'controller.go', 'kubelet.go', 'server.go'])}:{r.randint(40, 900)}] {v.fill(m.template)}")
+    stamp = f"11{d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{r.randint(0, 999999):06d}"
+    thread, source = r.randint(1, 99), f"{r.choice(['reflector.go', 'controller.go', 'kubelet.go', 'server.go'])}:{r.randint(40, 900)}"
+    text = v.fill(m.template)
+    return f"{letter}{stamp}    {thread} {source}] {text}", fields(stamp, text)
 
 
-def nginx_error(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def nginx_error(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     level = r.choice({"debug": ["debug"], "info": ["info"], "notice": ["notice"], "warning": ["warn"], "error": ["error"],
                       "critical": ["crit", "alert", "emerg"]}[severity])
     d, hh, mm, ss, _ = _clock(r)
     pid = r.randint(200, 65000)
-    return f"2026/11/{d:02d} {hh:02d}:{mm:02d}:{ss:02d} [{level}] {pid}#{pid}: {v.fill(m.template)}"
+    stamp, text = f"2026/11/{d:02d} {hh:02d}:{mm:02d}:{ss:02d}", v.fill(m.template)
+    return f"{stamp} [{level}] {pid}#{pid}: {text}", fields(stamp, text)
 
 
-def apache_error(r: random.Random, v: Values, m: Message, severity: str) -> str | None:  # test split only
+def apache_error(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:  # test split only
     level = {"debug": "debug", "info": "info", "notice": "notice", "warning": "warn", "error": "error", "critical": "crit"}[severity]
     d, hh, mm, ss, _ = _clock(r)
-    return (f"[Sat Nov {d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{r.randint(0, 999999):06d} 2026] [{r.choice(['core', 'proxy', 'ssl', 'mpm_event'])}:{level}] "
-            f"[pid {r.randint(200, 65000)}] {v.fill(m.template).lstrip('*0123456789 ')}")
+    stamp = f"Sat Nov {d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{r.randint(0, 999999):06d} 2026"
+    module, pid = r.choice(["core", "proxy", "ssl", "mpm_event"]), r.randint(200, 65000)
+    text = v.fill(m.template).lstrip("*0123456789 ")
+    return f"[{stamp}] [{module}:{level}] [pid {pid}] {text}", fields(stamp, text)
 
 
-def postgres(r: random.Random, v: Values, m: Message, severity: str) -> str | None:
+def postgres(r: random.Random, v: Values, m: Message, severity: str) -> Line | None:
     level = r.choice({"debug": ["DEBUG1", "DEBUG2", "DEBUG3"], "info": ["LOG", "INFO"], "notice": ["NOTICE"], "warning": ["WARNING"],
                       "error": ["ERROR", "FATAL"], "critical": ["PANIC"]}[severity])
     d, hh, mm, ss, ms = _clock(r)
-    return f"2026-11-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{ms:03d} UTC [{r.randint(200, 65000)}] {r.choice(['', 'app@app ', 'postgres@postgres '])}{level}:  {v.fill(m.template)}"
+    stamp, pid, session = f"2026-11-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{ms:03d} UTC", r.randint(200, 65000), r.choice(["", "app@app ", "postgres@postgres "])
+    text = v.fill(m.template)
+    return f"{stamp} [{pid}] {session}{level}:  {text}", fields(stamp, text)
 
 
 #: Formats each family of messages appears in, in the train split (test adds its test-only formats).
@@ -268,32 +311,42 @@ FORMATS: dict[str, list[Format]] = {
 TEST_ONLY_FORMATS: dict[str, list[Format]] = {"web": [apache_error], "app": [], "system": [], "db": []}
 
 
-def access_line(r: random.Random, v: Values) -> tuple[str, str]:
-    """An nginx access line and its severity by status (1xx-3xx info, 4xx warning, 5xx error)."""
+def access_line(r: random.Random, v: Values) -> tuple[str, str, dict[str, object]]:
+    """An nginx access line, its severity by status (1xx-3xx info, 4xx warning, 5xx error) and its fields."""
     status = r.choice([200, 200, 200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 404, 429, 500, 502, 503, 504])
     severity = "info" if status < 400 else "warning" if status < 500 else "error"
     d, hh, mm, ss, _ = _clock(r)
     method = r.choice(["GET", "GET", "POST", "PUT", "DELETE"])
     agent = r.choice(["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "python-requests/2.32.3", "Go-http-client/1.1"])
-    line = (f'{v.fill("{ip}")} - - [{d:02d}/Nov/2026:{hh:02d}:{mm:02d}:{ss:02d} +0000] "{method} {v.fill("{path}")} HTTP/1.1" '
-            f'{status} {r.randint(0, 90000)} "-" "{agent}"')
-    return line, severity
+    stamp, ip, path, size = f"{d:02d}/Nov/2026:{hh:02d}:{mm:02d}:{ss:02d} +0000", v.fill("{ip}"), v.fill("{path}"), r.randint(0, 90000)
+    request = f"{method} {path} HTTP/1.1"
+    line = f'{ip} - - [{stamp}] "{request}" {status} {size} "-" "{agent}"'
+    return line, severity, fields(stamp, request) | {"client_ip": ip, "method": method, "path": path, "status": status, "bytes": size}
 
 
-def _line(rng: random.Random, values: Values, messages: dict[str, list[Message]], formats: dict[str, list[Format]]) -> dict[str, object]:
+def _line(rng: random.Random, values: Values, messages: dict[str, list[Message]], formats: dict[str, list[Format]]) -> tuple[str, dict[str, object]]:
+    """A line and its ``logline`` answer (whose ``severity`` is the ``log-severity`` label)."""
     if rng.random() < 0.08:
-        text, severity = access_line(rng, values)
-        return {"text": text, "expected": {"severity": severity}}
+        text, severity, found = access_line(rng, values)
+        return text, _answer(found, severity)
     severity = rng.choice(SEVERITIES)
     while True:
         message = rng.choice(messages[severity])
-        text = rng.choice(formats[message.family])(rng, values, message, severity)
-        if text is not None:
-            return {"text": text, "expected": {"severity": severity}}
+        line = rng.choice(formats[message.family])(rng, values, message, severity)
+        if line is not None:
+            return line[0], _answer(line[1], severity)
 
 
-def generate(train_size: int = 1200, test_size: int = 400, seed: int = 0) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """The two splits; test-only messages, formats and hosts never appear in train."""
+def _answer(found: dict[str, object], severity: str) -> dict[str, object]:
+    answer = {name: found[name] for name in ("timestamp", "host", "program")} | {"severity": severity}
+    return answer | {name: found[name] for name in ("client_ip", "method", "path", "status", "bytes", "message")}
+
+
+def generate(train_size: int = 1200, test_size: int = 400, seed: int = 0, task: str = "log-severity") -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The two splits; test-only messages, formats and hosts never appear in train.
+
+    ``task`` is the answer each record expects: ``log-severity`` (``{"severity": ...}``) or ``logline`` (every field
+    of the line, severity included; the lines are the same)."""
     rng = random.Random(seed)
     hosts = HOSTS[:]
     rng.shuffle(hosts)
@@ -302,7 +355,11 @@ def generate(train_size: int = 1200, test_size: int = 400, seed: int = 0) -> tup
     test_formats = {family: FORMATS[family] + TEST_ONLY_FORMATS[family] * 2 for family in FORMATS}
     train = [_line(rng, train_values, train_messages, FORMATS) for _ in range(train_size)]
     test = [_line(rng, test_values, test_messages, test_formats) for _ in range(test_size)]
-    return train, test
+    if task not in ("log-severity", "logline"):
+        raise ValueError(f"no dataset for task {task!r}")
+    expected = (lambda answer: {"severity": answer["severity"]}) if task == "log-severity" else (lambda answer: answer)
+    return ([{"text": text, "expected": expected(answer)} for text, answer in train],
+            [{"text": text, "expected": expected(answer)} for text, answer in test])
 
 
 def main() -> None:

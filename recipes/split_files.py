@@ -1,4 +1,5 @@
-"""The command line shared by the dataset generators in recipes/ (make_redact_data.py, make_log_severity_data.py).
+"""The command line shared by the dataset generators in recipes/ (make_redact_data.py, make_log_severity_data.py,
+make_logline_data.py).
 
 Each generator has ``generate(train_size, test_size, seed) -> (train, test)``; :func:`main` parses ``--out``,
 ``--train-size``, ``--test-size`` and ``--seed`` (defaults: the generator's own) and writes ``train.jsonl`` and

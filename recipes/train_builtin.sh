@@ -1,11 +1,12 @@
 #!/bin/sh
 # Reproduce the adapters of the built-in tasks in gemmapipe/adapters/ (CPU, torch bf16 autocast; a GPU if torch
-# sees one). Usage: recipes/train_builtin.sh [invoice] [banking77] [redact] [log-severity]   (all when none is named)
-# log-severity is the task of the gemmapipe-logs plugin (pip install ./plugins/gemmapipe-logs); its adapter goes into
-# that package, plugins/gemmapipe-logs/gemmapipe_logs/adapters/log-severity.
+# sees one). Usage: recipes/train_builtin.sh [invoice] [banking77] [redact] [log-severity] [logline]   (all when none is named)
+# log-severity and logline are tasks of the gemmapipe-logs plugin (pip install ./plugins/gemmapipe-logs); their adapters
+# go into that package, plugins/gemmapipe-logs/gemmapipe_logs/adapters/<task>.
 #
 # Training data: the train splits of ../shared/datasets (each run holds out a dev split of it for early stopping)
-# and the generated data of redact and log-severity (recipes/make_redact_data.py, recipes/make_log_severity_data.py).
+# and the generated data of redact, log-severity and logline (recipes/make_redact_data.py, make_log_severity_data.py,
+# make_logline_data.py).
 # The test splits are never read here: score them with bench/accuracy_bench.py. An interrupted run resumes from its checkpoint in $WORK when started again.
 #
 # banking77 and log-severity were trained in stages: each stage continues the one before (--init-adapter: same
@@ -34,7 +35,7 @@ set -eu
 cd "$(dirname "$0")/.."
 DATASETS=${DATASETS:-../shared/datasets}
 WORK=${WORK:-${TMPDIR:-/tmp}/gemmapipe-train}
-[ $# -gt 0 ] || set -- invoice banking77 redact log-severity
+[ $# -gt 0 ] || set -- invoice banking77 redact log-severity logline
 
 train_invoice() {
     gemmapipe train --task invoice --data "$DATASETS/sroie/train.jsonl" --batch-size 8 --dev-fraction 0.05 \
@@ -64,11 +65,15 @@ for task in "$@"; do
         python recipes/make_log_severity_data.py --out recipes/log-severity
         train_log_severity --out "$WORK/log-severity-1" --epochs 2 --learning-rate 3e-4 --rank 8
         train_log_severity --out "$WORK/log-severity" --init-adapter "$WORK/log-severity-1" --epochs 2 --learning-rate 2e-4 ;;
+    logline)
+        python recipes/make_logline_data.py --out recipes/logline
+        gemmapipe train --task logline --data recipes/logline/train.jsonl --out "$WORK/logline" --epochs 1 --learning-rate 3e-4 \
+            --rank 8 --batch-size 16 --dev-fraction 0.05 --eval-every 20 --checkpoint-every 10 ;;
     *)
-        echo "train_builtin.sh: unknown task '$task' (invoice, banking77, redact or log-severity)" >&2; exit 2 ;;
+        echo "train_builtin.sh: unknown task '$task' (invoice, banking77, redact, log-severity or logline)" >&2; exit 2 ;;
     esac
     case $task in
-    log-severity) dest=plugins/gemmapipe-logs/gemmapipe_logs/adapters/$task ;;
+    log-severity|logline) dest=plugins/gemmapipe-logs/gemmapipe_logs/adapters/$task ;;
     *) dest=gemmapipe/adapters/$task ;;
     esac
     mkdir -p "$dest"

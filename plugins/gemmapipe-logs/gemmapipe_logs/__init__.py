@@ -34,6 +34,7 @@ def register_tasks(register: Callable[[Task], None]) -> None:
             "Parse this log line (web-server access log or syslog) into its fields as JSON; null where absent.",
             description="fields of a web-server or syslog line",
             max_new_tokens=200,
+            adapter=_adapter("logline"),
             schema_source="gemmapipe_logs/logline.schema.json",
         )
     )

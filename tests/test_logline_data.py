@@ -1,0 +1,52 @@
+"""The committed logline dataset is what recipes/make_logline_data.py generates: the log-severity lines, each
+answered with the fields the line itself writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import jsonschema
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("make_log_severity_data", REPO / "recipes" / "make_log_severity_data.py")
+make_log_severity_data = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = make_log_severity_data  # dataclasses look their module up
+spec.loader.exec_module(make_log_severity_data)  # type: ignore[union-attr]
+
+
+def read(task: str, name: str) -> list[dict]:
+    path = REPO / "recipes" / task / f"{name}.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_committed_files_are_reproduced_by_the_script():
+    train, test = make_log_severity_data.generate(task="logline")
+    assert read("logline", "train") == train and read("logline", "test") == test
+
+
+def test_the_lines_and_severities_are_those_of_the_log_severity_dataset():
+    for name in ("train", "test"):
+        lines, severities = read("logline", name), read("log-severity", name)
+        assert [r["text"] for r in lines] == [r["text"] for r in severities]
+        assert [r["expected"]["severity"] for r in lines] == [r["expected"]["severity"] for r in severities]
+
+
+def test_every_answer_fits_the_task_schema_and_is_written_in_its_line():
+    from gemmapipe.plugins import get_plugins
+
+    schema = get_plugins().registry().task("logline").schema
+    counts: dict[str, int] = {}
+    for record in read("logline", "train") + read("logline", "test"):
+        text, answer = record["text"], record["expected"]
+        jsonschema.validate(answer, schema)
+        assert list(answer) == list(schema["properties"])  # the order the grammar writes them in
+        if text.startswith("{"):  # a JSON line: its values are written escaped
+            text = " ".join(str(v) for v in json.loads(text).values())
+        for field, value in answer.items():
+            if value is not None and field != "severity":
+                assert str(value) in text, (field, value, text)
+                counts[field] = counts.get(field, 0) + 1
+    assert all(counts.get(field, 0) > 50 for field in ("timestamp", "host", "program", "client_ip", "method", "status", "message"))
