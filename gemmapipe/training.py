@@ -224,6 +224,11 @@ def train(
     quiet_transformers()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = training_precision(config.precision, device)
+    if precision == "bf16" and not native_bf16(device):
+        store.notify("this CPU has no native bfloat16 (AVX-512 BF16 or AMX): bf16 training will be very slow; "
+                     "leave out --precision bf16 to train in float32")
+    elif precision == "float32" and config.precision == "auto":
+        store.notify("this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so training runs in float32")
     torch.manual_seed(config.seed)
     base_dir = store.base_dir()
     tokenizer = GemmaTokenizer(base_dir / "tokenizer.json")
@@ -272,11 +277,6 @@ def train(
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = config.max_steps or max(1, int(steps_per_epoch * config.epochs))
-    if precision == "bf16" and not native_bf16(device):
-        store.notify("this CPU has no native bfloat16 (AVX-512 BF16 or AMX): bf16 training will be very slow; "
-                     "leave out --precision bf16 to train in float32")
-    elif precision == "float32" and config.precision == "auto":
-        store.notify("this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so training runs in float32")
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     pad_id = tokenizer.hf.token_to_id("<pad>") or 0
     best_dir = out_dir / "best"

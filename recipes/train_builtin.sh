@@ -1,6 +1,7 @@
 #!/bin/sh
-# Reproduce the adapters of the built-in tasks in gemmapipe/adapters/ (CPU, torch bf16 autocast; a GPU if torch
-# sees one). Usage: recipes/train_builtin.sh [invoice] [banking77] [redact] [log-severity] [logline]   (all when none is named)
+# Reproduce the adapters of the built-in tasks in gemmapipe/adapters/ (CPU; a GPU if torch sees one; bf16 autocast where
+# the hardware has it, else float32). Usage: recipes/train_builtin.sh [invoice] [banking77] [redact] [log-severity] [logline]
+# (the committed adapters, all but logline, when none is named)
 # log-severity and logline are tasks of the gemmapipe-logs plugin (pip install ./plugins/gemmapipe-logs); their adapters
 # go into that package, plugins/gemmapipe-logs/gemmapipe_logs/adapters/<task>.
 #
@@ -35,7 +36,7 @@ set -eu
 cd "$(dirname "$0")/.."
 DATASETS=${DATASETS:-../shared/datasets}
 WORK=${WORK:-${TMPDIR:-/tmp}/gemmapipe-train}
-[ $# -gt 0 ] || set -- invoice banking77 redact log-severity logline
+[ $# -gt 0 ] || set -- invoice banking77 redact log-severity
 
 train_invoice() {
     gemmapipe train --task invoice --data "$DATASETS/sroie/train.jsonl" --batch-size 8 --dev-fraction 0.05 \
