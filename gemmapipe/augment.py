@@ -37,10 +37,12 @@ def value_pattern(value: str) -> re.Pattern[str] | None:
 
 def swappable_fields(schema: dict[str, Any]) -> list[str]:
     """Top-level string fields whose values are spans of the text: those without an enum, pattern or format, and
-    those copied from the input (``x-copy-from-input``), whose values are spans whatever their pattern."""
+    those copied from the input (``x-copy-from-input``), whose values are spans whatever their pattern. A field of
+    type ``["string", "null"]`` counts too; its nulls are never swapped."""
     fields = []
     for name, spec in (schema.get("properties") or {}).items():
-        if not isinstance(spec, dict) or spec.get("type") != "string":
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind != "string" and not (isinstance(kind, list) and sorted(kind) == ["null", "string"]):
             continue
         if spec.get(COPY_KEYWORD) is True or not {"enum", "const", "pattern", "format"} & spec.keys():
             fields.append(name)

@@ -5,8 +5,8 @@ order. :func:`canonical_json` writes exactly that text, so adapters are trained 
 
 A string property marked ``"x-copy-from-input": true`` can only take a value copied from the record's input text:
 a run of whole words, digits and punctuation of it, with every run of whitespace (line breaks too) read as one
-space. With a ``pattern`` as well, the value is a run of the text that matches it. Such a schema gets a grammar per
-record (:meth:`CompiledSchema.grammar_for`).
+space. With a ``pattern`` as well, the value is a run of the text that matches it; of type ``["string", "null"]``
+(no pattern), a run of the text or null. Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
 """
 
 from __future__ import annotations
@@ -134,11 +134,26 @@ def _copied_properties(schema: dict[str, Any]) -> tuple[str, ...]:
     for name in copied:
         sub = props[name]
         extra = sorted(set(sub) - _COPY_ALLOWED)
-        if sub.get("type") != "string" or extra:
-            raise SchemaError(f"property {name!r} is copied from the input, so it must be a plain string"
+        if _copied_type(sub) is None or extra:
+            raise SchemaError(f"property {name!r} is copied from the input, so it must be a plain string (or null)"
                               + (f" (it has {', '.join(extra)})" if extra else ""),
-                              f'give it only "type": "string" and a description, or drop {COPY_KEYWORD}')
+                              f'give it only "type": "string" (or ["string", "null"]) and a description, or drop {COPY_KEYWORD}')
+        if _copied_type(sub) == "nullable" and "pattern" in sub:
+            # the grammar would let the model open a string that no run of the text can finish (an error result
+            # where null was the answer), so the two are refused together until they can be decided per record
+            raise SchemaError(f"property {name!r} is copied from the input and may be null, so it cannot have a pattern",
+                              f'drop its pattern, or make it "type": "string" (an empty value where none matches: add |^$ to the pattern)')
     return copied
+
+
+def _copied_type(spec: dict[str, Any]) -> str | None:
+    """``"string"`` or ``"nullable"`` for the types a copied property may have, None for any other."""
+    kind = spec.get("type")
+    if kind == "string":
+        return "string"
+    if isinstance(kind, list) and sorted(kind) == ["null", "string"]:
+        return "nullable"
+    return None
 
 
 def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
@@ -150,7 +165,7 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
             members.append(f'{key} "\\"" COPIED_{index} "\\""')
             rules.append(f"COPIED_{index}: SOURCE & /{_whole_match(sub['pattern'])}/")
         elif name in copied:
-            members.append(f"{key} COPIED")
+            members.append(f'{key} (COPIED | "null")' if _copied_type(sub) == "nullable" else f"{key} COPIED")
         else:
             members.append(f"{key} value_{index}")
             inline = {**sub, "x-guidance": COMPILE_OPTIONS, **({"$defs": schema["$defs"]} if "$defs" in schema else {})}

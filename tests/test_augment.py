@@ -42,6 +42,11 @@ def test_a_value_is_found_on_its_own_across_line_breaks():
 def test_only_free_text_fields_are_swapped():
     assert swappable_fields(RECEIPT_SCHEMA) == ["company", "address", "total"]
     assert swappable_fields({"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}}}) == []
+    nullable = {"host": {"type": ["string", "null"]}, "n": {"type": ["integer", "null"]}, "code": {"type": ["null", "string"]}}
+    assert swappable_fields({"type": "object", "properties": nullable}) == ["host", "code"]
+    lines = [("web-01 sshd: ok", {"host": "web-01"}), ("db-2 cron: ok", {"host": "db-2"}), ("kernel: oom", {"host": None})]
+    swapped = swap_values(lines, {"type": "object", "properties": nullable}, random.Random(0), probability=1.0)
+    assert [e["host"] for _, e in swapped] == ["db-2", "web-01", None] and swapped[2] == lines[2]  # a null stays null
 
 
 def test_copied_fields_are_swapped_whatever_their_pattern():

@@ -66,6 +66,10 @@ def test_sources_are_required_for_a_copying_schema(tiny_engine):
     ({"additionalProperties": True}, "all required"),
     ({"properties": {**SCHEMA["properties"], "total": {"type": "integer", COPY_KEYWORD: True}}}, "plain string"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "maxLength": 9}}}, "maxLength"),
+    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["integer", "null"]}}}, "plain string"),
+    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["string", "null", "integer"]}}}, "plain string"),
+    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["string", "null"], "pattern": "^[0-9]+$"}}},
+     "may be null, so it cannot have a pattern"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "pattern": "(^a)b"}}}, "decoding grammar"),  # inner anchor
 ])
 def test_copying_needs_required_plain_strings(change, message):
@@ -122,6 +126,37 @@ def test_no_run_matching_the_pattern_gives_an_error_result(tiny_engine):
     [result] = tiny_engine.generate([chat_prompt("Extract.", "no price here")], compile_schema(schema),
                                     sources=["no price here"])
     assert not result.ok and result.error_type == "grammar_error", result
+
+
+NULLABLE = {"type": "object", "properties": {"host": {**COPIED, "type": ["string", "null"]},
+                                            "n": {"type": "integer", "minimum": 0, "maximum": 9},
+                                            "path": {**COPIED, "type": ["null", "string"]}},
+            "required": ["host", "n", "path"], "additionalProperties": False}
+LOG_LINES = ['10.0.0.1 - - "GET /index.html" 200 2326', "web-01 sshd[4123]: Failed password", "x" * 300, "one"]
+
+
+def test_random_model_copies_or_writes_null_for_a_nullable_property(tiny_engine):
+    """A copied property of type ["string", "null"] takes a run of the text or null, nothing else."""
+    compiled = compile_schema(NULLABLE)
+    assert compiled.copied == ("host", "path")
+    results = tiny_engine.generate([chat_prompt("Parse.", t) for t in LOG_LINES], compiled, max_new_tokens=200, sources=LOG_LINES)
+    for text, result in zip(LOG_LINES, results):
+        assert result.ok, result.error
+        for name in compiled.copied:
+            assert result.value[name] is None or is_copied(result.value[name], text), (name, result.value)
+
+
+@pytest.mark.parametrize("value, taken", [
+    ({"host": None, "n": 1, "path": None}, True), ({"host": "web-01", "n": 1, "path": "sshd[4123]:"}, True),
+    ({"host": "", "n": 1, "path": None}, True), ({"host": None, "n": 1, "path": "Failed password"}, True),
+    ({"host": "web-02", "n": 1, "path": None}, False), ({"host": "null", "n": 1, "path": None}, False),
+    ({"host": None, "n": 1, "path": "/index.html"}, False),  # in another line, not this one
+])
+def test_nullable_copy_grammar_takes_null_or_a_run(tiny_engine, value, taken):
+    matcher = LLMatcher(tiny_engine.tokenizer.guidance, compile_schema(NULLABLE).grammar_for(LOG_LINES[1]), log_level=0)
+    ids = tiny_engine.tokenizer.encode_text(json.dumps(value, separators=(",", ":")))
+    assert (matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()) == taken
+    assert compile_schema(NULLABLE).errors(value) == []  # the validator takes each: only the grammar knows the text
 
 
 def test_copy_false_is_no_copy():
