@@ -154,6 +154,28 @@ def test_logs_plugin_severity_adapter_reads_levels_and_messages(real_cache):
     assert [json.loads(line)["severity"] for line in proc.stdout.splitlines()] == list(lines.values())
 
 
+def test_logs_plugin_logline_adapter_parses_lines_of_three_formats(real_cache):
+    pytest.importorskip("gemmapipe_logs", reason="the gemmapipe-logs plugin is not installed (pip install ./plugins/gemmapipe-logs)")
+    from gemmapipe.plugins import get_plugins
+
+    assert get_plugins().registry().task("logline").adapter is not None, "the logline task ships a trained adapter"
+    lines = [  # host, message and address unlike the training data's
+        "Nov 29 04:10:22 edge-proxy-7 sshd[9312]: Accepted publickey for deploy from 10.8.1.4 port 50122 ssh2",
+        '172.16.5.9 - - [29/Nov/2026:04:10:22 +0000] "POST /api/v2/orders HTTP/1.1" 201 512 "-" "curl/8.5.0"',
+        'time="2026-11-29T04:10:22Z" level=error msg="upstream timed out after 30s" component=gateway',
+    ]
+    proc = _run(real_cache, ["extract", "--schema", "logline", "--format", "text"], lines)
+    assert proc.returncode == 0, proc.stderr
+    ssh, access, logfmt = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert ssh["timestamp"] == "Nov 29 04:10:22" and ssh["host"] == "edge-proxy-7" and ssh["program"] == "sshd", ssh
+    assert ssh["method"] is None and ssh["status"] is None and ssh["message"].startswith("Accepted publickey"), ssh
+    assert (access["client_ip"], access["method"], access["path"], access["status"], access["bytes"]) == \
+        ("172.16.5.9", "POST", "/api/v2/orders", 201, 512), access
+    assert access["timestamp"] == "29/Nov/2026:04:10:22 +0000" and access["host"] is None, access
+    assert (logfmt["timestamp"], logfmt["program"], logfmt["severity"]) == ("2026-11-29T04:10:22Z", "gateway", "error"), logfmt
+    assert logfmt["message"] == "upstream timed out after 30s" and logfmt["client_ip"] is None, logfmt
+
+
 def test_preparation_survives_kill_9_and_concurrent_starts(tmp_path):
     cache = tmp_path / "cache"
     victim = _prepare(cache)
