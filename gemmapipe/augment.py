@@ -13,7 +13,7 @@ import random
 import re
 from typing import Any
 
-from .grammar import COPY_KEYWORD
+from .grammar import COPY_KEYWORD, string_kind
 
 
 def _edge(char: str, before: bool) -> str:
@@ -41,8 +41,7 @@ def swappable_fields(schema: dict[str, Any]) -> list[str]:
     type ``["string", "null"]`` counts too; its nulls are never swapped."""
     fields = []
     for name, spec in (schema.get("properties") or {}).items():
-        kind = spec.get("type") if isinstance(spec, dict) else None
-        if kind != "string" and not (isinstance(kind, list) and sorted(kind) == ["null", "string"]):
+        if not isinstance(spec, dict) or string_kind(spec) is None:
             continue
         if spec.get(COPY_KEYWORD) is True or not {"enum", "const", "pattern", "format"} & spec.keys():
             fields.append(name)

@@ -134,11 +134,11 @@ def _copied_properties(schema: dict[str, Any]) -> tuple[str, ...]:
     for name in copied:
         sub = props[name]
         extra = sorted(set(sub) - _COPY_ALLOWED)
-        if _copied_type(sub) is None or extra:
+        if string_kind(sub) is None or extra:
             raise SchemaError(f"property {name!r} is copied from the input, so it must be a plain string (or null)"
                               + (f" (it has {', '.join(extra)})" if extra else ""),
                               f'give it only "type": "string" (or ["string", "null"]) and a description, or drop {COPY_KEYWORD}')
-        if _copied_type(sub) == "nullable" and "pattern" in sub:
+        if string_kind(sub) == "nullable" and "pattern" in sub:
             # the grammar would let the model open a string that no run of the text can finish (an error result
             # where null was the answer), so the two are refused together until they can be decided per record
             raise SchemaError(f"property {name!r} is copied from the input and may be null, so it cannot have a pattern",
@@ -146,8 +146,9 @@ def _copied_properties(schema: dict[str, Any]) -> tuple[str, ...]:
     return copied
 
 
-def _copied_type(spec: dict[str, Any]) -> str | None:
-    """``"string"`` or ``"nullable"`` for the types a copied property may have, None for any other."""
+def string_kind(spec: dict[str, Any]) -> str | None:
+    """``"string"`` for a property of type string, ``"nullable"`` for ``["string", "null"]``, None for any other
+    (the types a copied property may have, and that --swap-values swaps)."""
     kind = spec.get("type")
     if kind == "string":
         return "string"
@@ -165,7 +166,7 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
             members.append(f'{key} "\\"" COPIED_{index} "\\""')
             rules.append(f"COPIED_{index}: SOURCE & /{_whole_match(sub['pattern'])}/")
         elif name in copied:
-            members.append(f'{key} (COPIED | "null")' if _copied_type(sub) == "nullable" else f"{key} COPIED")
+            members.append(f'{key} (COPIED | "null")' if string_kind(sub) == "nullable" else f"{key} COPIED")
         else:
             members.append(f"{key} value_{index}")
             inline = {**sub, "x-guidance": COMPILE_OPTIONS, **({"$defs": schema["$defs"]} if "$defs" in schema else {})}
