@@ -348,8 +348,8 @@ def train(
         "complete": step >= total or bool(state.get("bad_evals", 0) >= config.patience),
         "metrics": {"final_train_loss": state["history"][-1] if state["history"] else None,
                     "best_dev_loss": state["best_dev_loss"], "dev_curve": state.get("dev", [])},
-        "train_seconds": round(state.get("train_seconds", 0.0), 1),  # over every run that resumed this one
-        "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 1) if step else None,
+        "train_seconds": round(state.get("train_seconds", 0.0), 3),  # over every run that resumed this one
+        "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 3) if step else None,
         "device": device,
         "precision": precision,
         "epochs_total": epoch_offset + step / steps_per_epoch,  # of this data, including the runs it continues
