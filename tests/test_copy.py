@@ -9,7 +9,7 @@ import pytest
 from llguidance import LLMatcher
 
 from gemmapipe.errors import SchemaError
-from gemmapipe.grammar import COPY_KEYWORD, compile_schema, copy_pieces
+from gemmapipe.grammar import COPY_KEYWORD, compile_schema, copy_pieces, string_kind
 from gemmapipe.prompts import chat_prompt
 
 COPIED = {"type": "string", COPY_KEYWORD: True}
@@ -28,6 +28,20 @@ def is_copied(value: str, source: str) -> bool:
     return any("".join(pieces[i:j]) == value for i in range(len(pieces)) for j in range(i + 1, len(pieces) + 1))
 
 
+def copied_answers(tiny_engine, schema: dict, texts: list[str]):
+    """The random model's answers to ``texts`` under ``schema``, each checked: valid, and every copied value a run
+    of its own record (or null, where the property is ``["string", "null"]``)."""
+    compiled = compile_schema(schema)
+    results = tiny_engine.generate([chat_prompt("Extract.", t) for t in texts], compiled, max_new_tokens=200, sources=texts)
+    for text, result in zip(texts, results):
+        assert result.ok, result.error
+        for name in compiled.copied:
+            value = result.value[name]
+            nullable = string_kind(schema["properties"][name]) == "nullable"
+            assert (value is None and nullable) or is_copied(value, text), (name, value, text)
+    return compiled, results
+
+
 def test_pieces_split_words_digits_and_marks_and_escape_for_json():
     assert copy_pieces('RM67.85\n\n "A"\\') == ["RM", "67", ".", "85", " ", '\\"', "A", '\\"', "\\\\"]
     assert copy_pieces("  a\tb  ") == ["a", " ", "b"]
@@ -35,14 +49,9 @@ def test_pieces_split_words_digits_and_marks_and_escape_for_json():
 
 def test_random_model_copies_from_its_own_input(tiny_engine):
     """A random model writes anything it likes; under the grammar every copied value is a run of its record."""
-    compiled = compile_schema(SCHEMA)
+    compiled, results = copied_answers(tiny_engine, SCHEMA, TEXTS)
     assert compiled.copied == ("vendor", "total")
-    results = tiny_engine.generate([chat_prompt("Extract.", t) for t in TEXTS], compiled, max_new_tokens=200, sources=TEXTS)
-    for text, result in zip(TEXTS, results):
-        assert result.ok, result.error
-        assert list(result.value) == ["vendor", "n", "total"]
-        for name in compiled.copied:
-            assert is_copied(result.value[name], text), (name, result.value[name], text)
+    assert all(list(result.value) == ["vendor", "n", "total"] for result in results)
     assert any(result.value["vendor"] or result.value["total"] for result in results)  # not only empty strings
 
 
@@ -88,12 +97,9 @@ PRICED = ["Acme Corp\nTOTAL RM 1250.00 paid 20.5", "9.00 CASH\tRM10.00 CHANGE 1.
 def test_random_model_copies_runs_that_match_the_pattern(tiny_engine):
     """A copied property with a ``pattern`` takes a run of the text that also matches it (anywhere, as JSON
     Schema's ``pattern`` does, unless anchored): a random model's answers all validate."""
-    compiled = compile_schema(PATTERNED)
-    results = tiny_engine.generate([chat_prompt("Extract.", t) for t in PRICED], compiled, max_new_tokens=200, sources=PRICED)
-    for text, result in zip(PRICED, results):
-        assert result.ok, result.error
-        assert is_copied(result.value["total"], text) and re.search(PRICE, result.value["total"]), result.value
-        assert is_copied(result.value["vendor"], text) and re.search("[A-Za-z]", result.value["vendor"]), result.value
+    _, results = copied_answers(tiny_engine, PATTERNED, PRICED)  # runs of their records
+    for result in results:
+        assert re.search(PRICE, result.value["total"]) and re.search("[A-Za-z]", result.value["vendor"]), result.value
 
 
 @pytest.mark.parametrize("pattern, allowed, refused", [
@@ -137,13 +143,8 @@ LOG_LINES = ['10.0.0.1 - - "GET /index.html" 200 2326', "web-01 sshd[4123]: Fail
 
 def test_random_model_copies_or_writes_null_for_a_nullable_property(tiny_engine):
     """A copied property of type ["string", "null"] takes a run of the text or null, nothing else."""
-    compiled = compile_schema(NULLABLE)
+    compiled, _ = copied_answers(tiny_engine, NULLABLE, LOG_LINES)
     assert compiled.copied == ("host", "path")
-    results = tiny_engine.generate([chat_prompt("Parse.", t) for t in LOG_LINES], compiled, max_new_tokens=200, sources=LOG_LINES)
-    for text, result in zip(LOG_LINES, results):
-        assert result.ok, result.error
-        for name in compiled.copied:
-            assert result.value[name] is None or is_copied(result.value[name], text), (name, result.value)
 
 
 @pytest.mark.parametrize("value, taken", [
