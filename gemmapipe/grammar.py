@@ -5,8 +5,9 @@ order. :func:`canonical_json` writes exactly that text, so adapters are trained 
 
 A string property marked ``"x-copy-from-input": true`` can only take a value copied from the record's input text:
 a run of whole words, digits and punctuation of it, with every run of whitespace (line breaks too) read as one
-space. With a ``pattern`` as well, the value is a run of the text that matches it; of type ``["string", "null"]``
-(no pattern), a run of the text or null. Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
+space. With a ``pattern`` as well, the value is a run of the text that matches it; with ``maxLength`` (or
+``minLength``), a run that long; of type ``["string", "null"]`` (no pattern, no minLength), a run of the text or null.
+Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ COMPILE_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_sep
 #: Schema keyword of a string property whose value must be copied from the input text.
 COPY_KEYWORD = "x-copy-from-input"
 #: Keywords a copied property may have besides ``type``: none that the copy grammar would leave unenforced.
-#: (A ``pattern`` is matched against the value as JSON writes it: the same text unless it holds ``"``, ``\`` or
-#: control characters. The validator still checks the value itself, so a difference there gives an error result.)
-_COPY_ALLOWED = {"type", "title", "description", "examples", "$comment", "pattern", COPY_KEYWORD}
+#: (A ``pattern`` and the lengths are checked on the value as JSON writes it: the same text unless it holds ``"``,
+#: ``\`` or control characters, each of which JSON writes as two or more. So the grammar's maxLength is never looser
+#: than the schema's; the validator still checks the value itself, so a difference there gives an error result.)
+_COPY_ALLOWED = {"type", "title", "description", "examples", "$comment", "pattern", "minLength", "maxLength", COPY_KEYWORD}
 #: What a copied value is built of: runs of letters, runs of digits, single other characters, whitespace runs.
 _COPY_PIECES = re.compile(r"[^\W\d_]+|\d+|\s+|.", re.S)
 
@@ -137,12 +139,15 @@ def _copied_properties(schema: dict[str, Any]) -> tuple[str, ...]:
         if string_kind(sub) is None or extra:
             raise SchemaError(f"property {name!r} is copied from the input, so it must be a plain string (or null)"
                               + (f" (it has {', '.join(extra)})" if extra else ""),
-                              f'give it only "type": "string" (or ["string", "null"]) and a description, or drop {COPY_KEYWORD}')
-        if string_kind(sub) == "nullable" and "pattern" in sub:
+                              f'give it only "type": "string" (or ["string", "null"]), a description, and a pattern, minLength or '
+                              f'maxLength if needed; or drop {COPY_KEYWORD}')
+        if string_kind(sub) == "nullable" and ("pattern" in sub or sub.get("minLength", 0) > 0):
             # the grammar would let the model open a string that no run of the text can finish (an error result
             # where null was the answer), so the two are refused together until they can be decided per record
-            raise SchemaError(f"property {name!r} is copied from the input and may be null, so it cannot have a pattern",
-                              f'drop its pattern, or make it "type": "string" (an empty value where none matches: add |^$ to the pattern)')
+            what, hint = (("pattern", ' (an empty value where none matches: add |^$ to the pattern)') if "pattern" in sub
+                          else ("minLength", ""))
+            raise SchemaError(f"property {name!r} is copied from the input and may be null, so it cannot have a {what}",
+                              f'drop its {what}, or make it "type": "string"{hint}')
     return copied
 
 
@@ -162,17 +167,26 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
     members, rules = [], []
     for index, (name, sub) in enumerate(schema["properties"].items()):
         key = json.dumps(json.dumps(name, ensure_ascii=False) + ":", ensure_ascii=False)
-        if name in copied and "pattern" in sub:
-            members.append(f'{key} "\\"" COPIED_{index} "\\""')
-            rules.append(f"COPIED_{index}: SOURCE & /{_whole_match(sub['pattern'])}/")
-        elif name in copied:
-            members.append(f'{key} (COPIED | "null")' if string_kind(sub) == "nullable" else f"{key} COPIED")
+        if name in copied:
+            constraints = _copy_constraints(sub)
+            value = f'"\\"" COPIED_{index} "\\""' if constraints else "COPIED"
+            members.append(f'{key} ({value} | "null")' if string_kind(sub) == "nullable" else f"{key} {value}")
+            if constraints:
+                rules.append(f"COPIED_{index}: " + " & ".join(["SOURCE", *(f"/{regex}/" for regex in constraints)]))
         else:
             members.append(f"{key} value_{index}")
             inline = {**sub, "x-guidance": COMPILE_OPTIONS, **({"$defs": schema["$defs"]} if "$defs" in schema else {})}
             rules.append(f"value_{index}: %json {json.dumps(inline, ensure_ascii=False)}")
     start = 'start: "{" ' + ' "," '.join(members) + ' "}"'
     return "\n".join([start, *rules, 'COPIED: "\\"" SOURCE "\\""', "SOURCE: %regex "])
+
+
+def _copy_constraints(spec: dict[str, Any]) -> list[str]:
+    """Regexes a copied value (as JSON writes it, between its quotes) must match besides being a run of the text."""
+    constraints = [_whole_match(spec["pattern"])] if "pattern" in spec else []
+    if "minLength" in spec or "maxLength" in spec:
+        constraints.append(f".{{{spec.get('minLength', 0)},{spec.get('maxLength', '')}}}")
+    return constraints
 
 
 def _whole_match(pattern: str) -> str:

@@ -74,11 +74,14 @@ def test_sources_are_required_for_a_copying_schema(tiny_engine):
     ({"required": ["vendor", "n"]}, "all required"),
     ({"additionalProperties": True}, "all required"),
     ({"properties": {**SCHEMA["properties"], "total": {"type": "integer", COPY_KEYWORD: True}}}, "plain string"),
-    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "maxLength": 9}}}, "maxLength"),
+    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "format": "date"}}}, "format"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["integer", "null"]}}}, "plain string"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["string", "null", "integer"]}}}, "plain string"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["string", "null"], "pattern": "^[0-9]+$"}}},
      "may be null, so it cannot have a pattern"),
+    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["string", "null"], "minLength": 1}}},
+     "may be null, so it cannot have a minLength"),
+    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "minLength": 5, "maxLength": 2}}}, "decoding grammar"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "pattern": "(^a)b"}}}, "decoding grammar"),  # inner anchor
 ])
 def test_copying_needs_required_plain_strings(change, message):
@@ -158,6 +161,50 @@ def test_nullable_copy_grammar_takes_null_or_a_run(tiny_engine, value, taken):
     ids = tiny_engine.tokenizer.encode_text(json.dumps(value, separators=(",", ":")))
     assert (matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()) == taken
     assert compile_schema(NULLABLE).errors(value) == []  # the validator takes each: only the grammar knows the text
+
+
+def takes(tiny_engine, compiled, source: str, value: dict) -> bool:
+    """Whether the grammar of ``compiled`` for a record whose text is ``source`` lets the model write ``value``."""
+    matcher = LLMatcher(tiny_engine.tokenizer.guidance, compiled.grammar_for(source), log_level=0)
+    ids = tiny_engine.tokenizer.encode_text(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()
+
+
+BOUNDED = {"type": "object", "properties": {"host": {**COPIED, "type": ["string", "null"], "maxLength": 6},
+                                           "word": {**COPIED, "minLength": 3, "maxLength": 8, "pattern": "^[a-z]"}},
+           "required": ["host", "word"], "additionalProperties": False}
+BOUNDED_LINE = 'web-01 sshd[4123]: Failed password "Q" x'
+
+
+@pytest.mark.parametrize("value, taken, valid", [
+    ({"host": "web-01", "word": "sshd"}, True, True), ({"host": "", "word": "sshd["}, True, True),
+    ({"host": "4123]:", "word": "password"}, True, True), ({"host": None, "word": "sshd"}, True, True),
+    ({"host": None, "word": "sshd[4123"}, False, False),  # 9 characters
+    ({"host": "web-01 sshd", "word": "sshd"}, False, False), ({"host": None, "word": "Q"}, False, False),  # too short
+    ({"host": None, "word": "Failed"}, False, False),  # pattern: a small letter first
+    ({"host": "web-02", "word": "sshd"}, False, True), ({"host": None, "word": "ssh"}, False, True),  # not runs
+])
+def test_copied_values_keep_to_min_and_max_length(tiny_engine, value, taken, valid):
+    """minLength and maxLength bound the run the grammar lets a copied property take, with a pattern or without;
+    the validator agrees on everything but being a run of the text, which only the grammar knows."""
+    compiled = compile_schema(BOUNDED)
+    assert takes(tiny_engine, compiled, BOUNDED_LINE, value) == taken, value
+    assert (compiled.errors(value) == []) == valid, value
+
+
+def test_length_of_a_copied_value_counts_as_json_writes_it(tiny_engine):
+    """A quote is two characters inside a JSON string, so the grammar's maxLength is never looser than the
+    schema's: '"Q" x' (5 characters, 7 as JSON writes it) fits maxLength 6 for the validator, not for the grammar."""
+    compiled = compile_schema(BOUNDED)
+    assert compiled.errors({"host": '"Q" x', "word": "sshd"}) == []
+    assert not takes(tiny_engine, compiled, BOUNDED_LINE, {"host": '"Q" x', "word": "sshd"})
+    assert takes(tiny_engine, compiled, BOUNDED_LINE, {"host": '"Q"', "word": "sshd"})  # 5 as JSON
+
+
+def test_random_model_copies_runs_within_the_lengths(tiny_engine):
+    _, results = copied_answers(tiny_engine, BOUNDED, [BOUNDED_LINE, "abc def-ghij " * 40, "klm"])
+    for result in results:  # valid (copied_answers checks it): the lengths hold
+        assert 3 <= len(result.value["word"]) <= 8 and (result.value["host"] is None or len(result.value["host"]) <= 6)
 
 
 def test_copy_false_is_no_copy():
