@@ -6,8 +6,8 @@ order. :func:`canonical_json` writes exactly that text, so adapters are trained 
 A string property marked ``"x-copy-from-input": true`` can only take a value copied from the record's input text:
 a run of whole words, digits and punctuation of it, with every run of whitespace (line breaks too) read as one
 space. With a ``pattern`` as well, the value is a run of the text that matches it; with ``maxLength`` (or
-``minLength``), a run that long; of type ``["string", "null"]`` (no pattern, no minLength), a run of the text or null.
-Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
+``minLength``), a run that long; of type ``["string", "null"]``, such a run or null (only null where the record's text
+has none). Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
 """
 
 from __future__ import annotations
@@ -141,13 +141,6 @@ def _copied_properties(schema: dict[str, Any]) -> tuple[str, ...]:
                               + (f" (it has {', '.join(extra)})" if extra else ""),
                               f'give it only "type": "string" (or ["string", "null"]), a description, and a pattern, minLength or '
                               f'maxLength if needed; or drop {COPY_KEYWORD}')
-        if string_kind(sub) == "nullable" and ("pattern" in sub or sub.get("minLength", 0) > 0):
-            # the grammar would let the model open a string that no run of the text can finish (an error result
-            # where null was the answer), so the two are refused together until they can be decided per record
-            what, hint = (("pattern", ' (an empty value where none matches: add |^$ to the pattern)') if "pattern" in sub
-                          else ("minLength", ""))
-            raise SchemaError(f"property {name!r} is copied from the input and may be null, so it cannot have a {what}",
-                              f'drop its {what}, or make it "type": "string"{hint}')
     return copied
 
 
@@ -169,10 +162,11 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
         key = json.dumps(json.dumps(name, ensure_ascii=False) + ":", ensure_ascii=False)
         if name in copied:
             constraints = _copy_constraints(sub)
-            value = f'"\\"" COPIED_{index} "\\""' if constraints else "COPIED"
+            value = f"COPIED_{index}" if constraints else "COPIED"
             members.append(f'{key} ({value} | "null")' if string_kind(sub) == "nullable" else f"{key} {value}")
-            if constraints:
-                rules.append(f"COPIED_{index}: " + " & ".join(["SOURCE", *(f"/{regex}/" for regex in constraints)]))
+            if constraints:  # the quotes inside the lexeme: llguidance opens it only if some run can finish it
+                intersection = " & ".join(["SOURCE", *(f"/{regex}/" for regex in constraints)])
+                rules.append(f'COPIED_{index}: "\\"" ({intersection}) "\\""')
         else:
             members.append(f"{key} value_{index}")
             inline = {**sub, "x-guidance": COMPILE_OPTIONS, **({"$defs": schema["$defs"]} if "$defs" in schema else {})}

@@ -77,10 +77,6 @@ def test_sources_are_required_for_a_copying_schema(tiny_engine):
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "format": "date"}}}, "format"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["integer", "null"]}}}, "plain string"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["string", "null", "integer"]}}}, "plain string"),
-    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["string", "null"], "pattern": "^[0-9]+$"}}},
-     "may be null, so it cannot have a pattern"),
-    ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "type": ["string", "null"], "minLength": 1}}},
-     "may be null, so it cannot have a minLength"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "minLength": 5, "maxLength": 2}}}, "decoding grammar"),
     ({"properties": {**SCHEMA["properties"], "total": {**COPIED, "pattern": "(^a)b"}}}, "decoding grammar"),  # inner anchor
 ])
@@ -190,6 +186,34 @@ def test_copied_values_keep_to_min_and_max_length(tiny_engine, value, taken, val
     compiled = compile_schema(BOUNDED)
     assert takes(tiny_engine, compiled, BOUNDED_LINE, value) == taken, value
     assert (compiled.errors(value) == []) == valid, value
+
+
+IP = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"
+NULLABLE_IP = {"type": "object", "properties": {"ip": {**COPIED, "type": ["string", "null"], "pattern": IP},
+                                               "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+               "required": ["ip", "n"], "additionalProperties": False}
+IP_LINES = ["sshd: Failed password from 10.0.0.5 port 22", "no address 1.2.3 here", "9.9.9.9 - GET /", "x" * 300]
+
+
+@pytest.mark.parametrize("line, value, taken", [
+    (IP_LINES[0], {"ip": "10.0.0.5", "n": 1}, True), (IP_LINES[0], {"ip": None, "n": 1}, True),
+    (IP_LINES[0], {"ip": "22", "n": 1}, False), (IP_LINES[0], {"ip": "", "n": 1}, False),
+    (IP_LINES[1], {"ip": None, "n": 1}, True), (IP_LINES[1], {"ip": "1.2.3", "n": 1}, False),
+])
+def test_nullable_copy_with_a_pattern_is_a_matching_run_or_null(tiny_engine, line, value, taken):
+    assert takes(tiny_engine, compile_schema(NULLABLE_IP), line, value) == taken, value
+
+
+def test_nullable_copy_cannot_open_a_string_no_run_finishes(tiny_engine):
+    """Where no run of the text matches the pattern, the grammar does not even let the string open: the answer is
+    null, never a grammar error halfway through a value."""
+    matcher = LLMatcher(tiny_engine.tokenizer.guidance, compile_schema(NULLABLE_IP).grammar_for(IP_LINES[1]), log_level=0)
+    assert matcher.try_consume_tokens(tiny_engine.tokenizer.encode_text('{"ip":')) > 0
+    quote = tiny_engine.tokenizer.encode_text('"')
+    assert matcher.try_consume_tokens(quote) == 0, "a string opened where none can be finished"
+    _, results = copied_answers(tiny_engine, NULLABLE_IP, IP_LINES)
+    assert results[1].value["ip"] is None and results[3].value["ip"] is None
+    assert all(r.value["ip"] is None or re.fullmatch(IP, r.value["ip"]) for r in results)
 
 
 def test_length_of_a_copied_value_counts_as_json_writes_it(tiny_engine):
