@@ -164,7 +164,8 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
             constraints = _copy_constraints(sub)
             value = f"COPIED_{index}" if constraints else "COPIED"
             members.append(f'{key} ({value} | "null")' if string_kind(sub) == "nullable" else f"{key} {value}")
-            if constraints:  # the quotes inside the lexeme: llguidance opens it only if some run can finish it
+            if constraints:  # quotes inside the lexeme: llguidance opens it only if some run can finish it (a bounded
+                # search of the regex intersection; past its budget a record can still end in a grammar error)
                 intersection = " & ".join(["SOURCE", *(f"/{regex}/" for regex in constraints)])
                 rules.append(f'COPIED_{index}: "\\"" ({intersection}) "\\""')
         else:
