@@ -5,7 +5,7 @@ order. :func:`canonical_json` writes exactly that text, so adapters are trained 
 
 A string property marked ``"x-copy-from-input": true`` can only take a value copied from the record's input text:
 a run of whole words, digits and punctuation of it, with every run of whitespace (line breaks too) read as one
-space. With a ``pattern`` as well, the value is a run of the text that matches it; with ``maxLength`` (or
+space, and no space at either end. With a ``pattern`` as well, the value is a run of the text that matches it; with ``maxLength`` (or
 ``minLength``), a run that long; of type ``["string", "null"]``, such a run or null (only null where the record's text
 has none). Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
 """
@@ -33,6 +33,8 @@ COPY_KEYWORD = "x-copy-from-input"
 #: ``\`` or control characters, each of which JSON writes as two or more. So the grammar's maxLength is never looser
 #: than the schema's; the validator still checks the value itself, so a difference there gives an error result.)
 _COPY_ALLOWED = {"type", "title", "description", "examples", "$comment", "pattern", "minLength", "maxLength", COPY_KEYWORD}
+#: A copied value neither starts nor ends with a space (whitespace of the text is read as one space).
+_NO_EDGE_SPACE = "(?:[^ ](?:.*[^ ])?)?"
 #: What a copied value is built of: runs of letters, runs of digits, single other characters, whitespace runs.
 _COPY_PIECES = re.compile(r"[^\W\d_]+|\d+|\s+|.", re.S)
 
@@ -161,24 +163,24 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
     for index, (name, sub) in enumerate(schema["properties"].items()):
         key = json.dumps(json.dumps(name, ensure_ascii=False) + ":", ensure_ascii=False)
         if name in copied:
-            constraints = _copy_constraints(sub)
-            value = f"COPIED_{index}" if constraints else "COPIED"
-            members.append(f'{key} ({value} | "null")' if string_kind(sub) == "nullable" else f"{key} {value}")
-            if constraints:  # quotes inside the lexeme: llguidance opens it only if some run can finish it (a bounded
-                # search of the regex intersection; past its budget a record can still end in a grammar error)
-                intersection = " & ".join(["SOURCE", *(f"/{regex}/" for regex in constraints)])
-                rules.append(f'COPIED_{index}: "\\"" ({intersection}) "\\""')
+            # quotes inside the lexeme: llguidance opens it only if some run can finish it (a bounded search of
+            # the regex intersection; past its budget a record can still end in a grammar error)
+            intersection = " & ".join(["SOURCE", *(f"/{regex}/" for regex in _copy_constraints(sub))])
+            rules.append(f'COPIED_{index}: "\\"" ({intersection}) "\\""')
+            members.append(f'{key} (COPIED_{index} | "null")' if string_kind(sub) == "nullable" else f"{key} COPIED_{index}")
         else:
             members.append(f"{key} value_{index}")
             inline = {**sub, "x-guidance": COMPILE_OPTIONS, **({"$defs": schema["$defs"]} if "$defs" in schema else {})}
             rules.append(f"value_{index}: %json {json.dumps(inline, ensure_ascii=False)}")
     start = 'start: "{" ' + ' "," '.join(members) + ' "}"'
-    return "\n".join([start, *rules, 'COPIED: "\\"" SOURCE "\\""', "SOURCE: %regex "])
+    return "\n".join([start, *rules, "SOURCE: %regex "])
 
 
 def _copy_constraints(spec: dict[str, Any]) -> list[str]:
-    """Regexes a copied value (as JSON writes it, between its quotes) must match besides being a run of the text."""
-    constraints = [_whole_match(spec["pattern"])] if "pattern" in spec else []
+    """Regexes a copied value (as JSON writes it, between its quotes) must match besides being a run of the text:
+    no space at either end (a run may start or end with the text's whitespace, a value should not), and the
+    property's pattern and lengths."""
+    constraints = [_NO_EDGE_SPACE, *([_whole_match(spec["pattern"])] if "pattern" in spec else [])]
     if "minLength" in spec or "maxLength" in spec:
         constraints.append(f".{{{spec.get('minLength', 0)},{spec.get('maxLength', '')}}}")
     return constraints

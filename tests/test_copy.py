@@ -39,6 +39,7 @@ def copied_answers(tiny_engine, schema: dict, texts: list[str]):
             value = result.value[name]
             nullable = string_kind(schema["properties"][name]) == "nullable"
             assert (value is None and nullable) or is_copied(value, text), (name, value, text)
+            assert value is None or value == value.strip(), (name, value)  # no space at either end
     return compiled, results
 
 
@@ -150,6 +151,8 @@ def test_random_model_copies_or_writes_null_for_a_nullable_property(tiny_engine)
     ({"host": None, "n": 1, "path": None}, True), ({"host": "web-01", "n": 1, "path": "sshd[4123]:"}, True),
     ({"host": "", "n": 1, "path": None}, True), ({"host": None, "n": 1, "path": "Failed password"}, True),
     ({"host": "web-02", "n": 1, "path": None}, False), ({"host": "null", "n": 1, "path": None}, False),
+    ({"host": " sshd", "n": 1, "path": None}, False), ({"host": "web-01 ", "n": 1, "path": None}, False),  # edge space
+    ({"host": " ", "n": 1, "path": None}, False), ({"host": "web-01 sshd[4123]:", "n": 1, "path": None}, True),
     ({"host": None, "n": 1, "path": "/index.html"}, False),  # in another line, not this one
 ])
 def test_nullable_copy_grammar_takes_null_or_a_run(tiny_engine, value, taken):
