@@ -21,6 +21,10 @@ def test_tasks_are_registered(gemmapipe_run):
 def test_logline_answers_validate(gemmapipe_check_task):
     results = gemmapipe_check_task("logline", LINES)
     assert len(results) == len(LINES)
+    for line, result in zip(LINES, results):  # the fields a line states verbatim are copied from it, or null
+        for field in ("host", "program", "client_ip", "path"):
+            value = result.value[field] if result.ok else None
+            assert value is None or value in " ".join(line.split()), (field, value, line)
 
 
 def test_severity_answers_validate(gemmapipe_check_task):
