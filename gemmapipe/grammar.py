@@ -5,9 +5,9 @@ order. :func:`canonical_json` writes exactly that text, so adapters are trained 
 
 A string property marked ``"x-copy-from-input": true`` can only take a value copied from the record's input text:
 a run of whole words, digits and punctuation of it, with every run of whitespace (line breaks too) read as one
-space, and no space at either end. With a ``pattern`` as well, the value is a run of the text that matches it; with ``maxLength`` (or
-``minLength``), a run that long; of type ``["string", "null"]``, such a run or null (only null where the record's text
-has none). Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
+space, and no space at either end. With a ``pattern`` as well, the value is a run of the text that matches it;
+with ``maxLength`` (or ``minLength``), a run that long; of type ``["string", "null"]``, such a run or null (only
+null where the record's text has none). Such a schema gets a grammar per record (:meth:`CompiledSchema.grammar_for`).
 """
 
 from __future__ import annotations

@@ -43,6 +43,13 @@ def copied_answers(tiny_engine, schema: dict, texts: list[str]):
     return compiled, results
 
 
+def takes(tiny_engine, compiled, source: str, value: dict) -> bool:
+    """Whether the grammar of ``compiled`` for a record whose text is ``source`` lets the model write ``value``."""
+    matcher = LLMatcher(tiny_engine.tokenizer.guidance, compiled.grammar_for(source), log_level=0)
+    ids = tiny_engine.tokenizer.encode_text(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()
+
+
 def test_pieces_split_words_digits_and_marks_and_escape_for_json():
     assert copy_pieces('RM67.85\n\n "A"\\') == ["RM", "67", ".", "85", " ", '\\"', "A", '\\"', "\\\\"]
     assert copy_pieces("  a\tb  ") == ["a", " ", "b"]
@@ -116,12 +123,8 @@ def test_pattern_matches_as_json_schema_says(tiny_engine, pattern, allowed, refu
     schema = {"type": "object", "properties": {"total": {**COPIED, "pattern": pattern}}, "required": ["total"],
               "additionalProperties": False}
     compiled = compile_schema(schema)
-    tokenizer = tiny_engine.tokenizer
     for value in allowed + refused:
-        matcher = LLMatcher(tokenizer.guidance, compiled.grammar_for(PRICED[0]), log_level=0)
-        ids = tokenizer.encode_text(json.dumps({"total": value}, separators=(",", ":")))
-        taken = matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()
-        assert taken == (value in allowed), value
+        assert takes(tiny_engine, compiled, PRICED[0], {"total": value}) == (value in allowed), value
         assert (not compiled.errors({"total": value})) == bool(re.search(pattern, value)), value
 
 
@@ -156,17 +159,8 @@ def test_random_model_copies_or_writes_null_for_a_nullable_property(tiny_engine)
     ({"host": None, "n": 1, "path": "/index.html"}, False),  # in another line, not this one
 ])
 def test_nullable_copy_grammar_takes_null_or_a_run(tiny_engine, value, taken):
-    matcher = LLMatcher(tiny_engine.tokenizer.guidance, compile_schema(NULLABLE).grammar_for(LOG_LINES[1]), log_level=0)
-    ids = tiny_engine.tokenizer.encode_text(json.dumps(value, separators=(",", ":")))
-    assert (matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()) == taken
+    assert takes(tiny_engine, compile_schema(NULLABLE), LOG_LINES[1], value) == taken
     assert compile_schema(NULLABLE).errors(value) == []  # the validator takes each: only the grammar knows the text
-
-
-def takes(tiny_engine, compiled, source: str, value: dict) -> bool:
-    """Whether the grammar of ``compiled`` for a record whose text is ``source`` lets the model write ``value``."""
-    matcher = LLMatcher(tiny_engine.tokenizer.guidance, compiled.grammar_for(source), log_level=0)
-    ids = tiny_engine.tokenizer.encode_text(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
-    return matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()
 
 
 BOUNDED = {"type": "object", "properties": {"host": {**COPIED, "type": ["string", "null"], "maxLength": 6},
