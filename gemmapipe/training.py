@@ -163,6 +163,40 @@ def _batches(examples: list[Example], batch_size: int, rng: random.Random) -> li
     return batches
 
 
+#: Padded tokens one forward pass holds while training. A batch of long examples (receipts) runs in parts of at most
+#: this many tokens, whose gradients add up to the whole batch's, so the activations kept for the backward pass are
+#: bounded by this rather than by --batch-size times the longest example (bench/train_bench.py measures both).
+MICRO_BATCH_TOKENS = 2048
+
+
+def micro_batches(batch: list[Example], max_tokens: int | None = None) -> list[list[Example]]:
+    """``batch`` in parts of at most ``max_tokens`` padded tokens (a longer example alone is a part of its own)."""
+    max_tokens = MICRO_BATCH_TOKENS if max_tokens is None else max_tokens
+    parts: list[list[Example]] = [[]]
+    longest = 0
+    for example in sorted(batch, key=lambda e: len(e.prompt) + len(e.answer)):
+        length = len(example.prompt) + len(example.answer)
+        if parts[-1] and max(longest, length) * (len(parts[-1]) + 1) > max_tokens:
+            parts.append([])
+            longest = 0
+        parts[-1].append(example)
+        longest = max(longest, length)
+    return parts
+
+
+def _backward(model, batch: list[Example], pad_id: int, device: str, autocast) -> float:  # type: ignore[no-untyped-def]
+    """Accumulate the gradients of ``batch``'s mean answer-token loss, part by part (:func:`micro_batches`); returns
+    that loss. Each part's mean is weighted by its share of the answer tokens, so the sum is the whole batch's mean."""
+    answer_tokens = sum(len(e.answer) for e in batch)
+    total = 0.0
+    for part in micro_batches(batch):
+        with autocast:
+            loss = _loss(model, part, pad_id, device) * (sum(len(e.answer) for e in part) / answer_tokens)
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
 def _loss(model, batch: list[Example], pad_id: int, device: str):  # type: ignore[no-untyped-def]
     """Mean cross-entropy over answer tokens only, from the hidden states at answer positions."""
     import torch
@@ -293,17 +327,14 @@ def train(
                 epoch_set = swapped_examples(task, tokenizer, train_data,
                                              swap_values(train_data, task.schema, swap_rng, config.swap_values), config.max_tokens)
             epoch_batches = _batches(epoch_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
-        batch = epoch_batches[position % len(epoch_batches)]
-        with autocast:
-            loss = _loss(model, batch, pad_id, device)
-        loss.backward()
+        loss = _backward(model, epoch_batches[position % len(epoch_batches)], pad_id, device, autocast)
         lr = config.learning_rate * min(1.0, (step + 1) / 20) * max(0.0, 1 - step / total) if total > 20 else config.learning_rate
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()
         optimizer.zero_grad()
         step += 1
-        state["history"].append(float(loss.detach()))
+        state["history"].append(loss)
         if on_step is not None:
             on_step(step, total, state["history"][-1])
         if step % TRIM_EVERY == 0:
@@ -451,10 +482,10 @@ def evaluate_loss(model, examples: list[Example], pad_id: int, device: str, batc
     total, count = 0.0, 0
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for k in range(0, len(examples), batch_size):
-            batch = examples[k : k + batch_size]
-            n = sum(len(e.answer) for e in batch)
-            total += float(_loss(model, batch, pad_id, device)) * n
-            count += n
+            for part in micro_batches(examples[k : k + batch_size]):
+                n = sum(len(e.answer) for e in part)
+                total += float(_loss(model, part, pad_id, device)) * n
+                count += n
     model.train()
     return total / max(1, count)
 

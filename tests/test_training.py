@@ -126,6 +126,37 @@ def test_training_is_deterministic(tiny_store, tmp_path):
     assert losses[0] == losses[1]
 
 
+def test_micro_batches_hold_every_example_once_within_the_token_budget():
+    from gemmapipe.training import Example, micro_batches
+
+    batch = [Example(list(range(n)), [1, 2]) for n in (40, 8, 30, 95, 12, 61, 7)]
+    parts = micro_batches(batch, max_tokens=120)
+    assert sorted(id(e) for p in parts for e in p) == sorted(id(e) for e in batch)
+    for part in parts:
+        longest = max(len(e.prompt) + len(e.answer) for e in part)
+        assert len(part) == 1 or longest * len(part) <= 120
+    assert len(parts) > 1 and [p for p in parts if len(p) > 1]  # it splits, and still groups the short ones
+    assert micro_batches(batch, max_tokens=10_000) == [sorted(batch, key=lambda e: len(e.prompt))]
+
+
+def test_a_batch_run_in_parts_trains_as_the_whole_batch(tiny_store, tmp_path, monkeypatch):
+    """Each part's mean loss is weighted by its share of the answer tokens: the same losses, part by part."""
+    import gemmapipe.training as training
+
+    config = TrainConfig(max_steps=4, batch_size=8, learning_rate=5e-3, rank=4, alpha=8, dev_fraction=0.25, eval_every=2)
+    data = [(text + " and more words" * (i % 5), expected) for i, (text, expected) in enumerate(DATA)]  # unequal lengths
+    whole = train(TASK, data, tmp_path / "whole", tiny_store, config)
+    passes = []
+    real_loss = training._loss
+    monkeypatch.setattr(training, "_loss", lambda model, batch, *a: passes.append(len(batch)) or real_loss(model, batch, *a))
+    monkeypatch.setattr(training, "MICRO_BATCH_TOKENS", 40)
+    parts = train(TASK, data, tmp_path / "parts", tiny_store, config)
+    assert max(passes) < 8 and len(passes) > 4 * 2  # the training steps ran in parts (and so did the dev loss)
+    history = lambda d: json.loads((d / "checkpoint" / "state.json").read_text())["state"]["history"]  # noqa: E731
+    assert history(tmp_path / "parts") == pytest.approx(history(tmp_path / "whole"), rel=1e-4)
+    assert parts["metrics"]["best_dev_loss"] == pytest.approx(whole["metrics"]["best_dev_loss"], rel=1e-4)
+
+
 def test_an_interrupted_run_resumes(tiny_store, tmp_path):
     config = TrainConfig(max_steps=8, batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=2, checkpoint_every=100)
     steps = []
