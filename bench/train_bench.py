@@ -66,7 +66,9 @@ def main() -> None:
     for setting in ("whole", "parts"):
         mine = [r for r in runs if r["setting"] == setting]
         figures[setting] = {key: median(float(r[key]) for r in mine) for key in ("seconds_per_step", "peak_rss_mb", "first_loss")}
-    report = {"runs": runs, "median": figures, "micro_batch_tokens": __import__("gemmapipe.training").training.MICRO_BATCH_TOKENS,
+    from gemmapipe.training import MICRO_BATCH_TOKENS
+
+    report = {"runs": runs, "median": figures, "micro_batch_tokens": MICRO_BATCH_TOKENS,
               "parts_over_whole": {key: figures["parts"][key] / figures["whole"][key] for key in ("seconds_per_step", "peak_rss_mb")}}
     if args.json:
         print(json.dumps(report, indent=2))
