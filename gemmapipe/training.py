@@ -66,6 +66,11 @@ class Example:
     prompt: list[int]
     answer: list[int]
 
+    @property
+    def length(self) -> int:
+        """Tokens of prompt and answer together: what the example takes in a padded batch."""
+        return len(self.prompt) + len(self.answer)
+
 
 PRECISIONS = ("auto", "bf16", "float32")
 
@@ -157,7 +162,7 @@ def data_hash(data: list[tuple[str, dict[str, Any]]]) -> str:
 
 def _batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
     """Length-bucketed batches in random order (less padding, still shuffled)."""
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].prompt) + len(examples[i].answer), rng.random()))
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].length, rng.random()))
     batches = [[examples[i] for i in order[k : k + batch_size]] for k in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
@@ -174,34 +179,33 @@ def micro_batches(batch: list[Example], max_tokens: int | None = None) -> list[l
     max_tokens = MICRO_BATCH_TOKENS if max_tokens is None else max_tokens
     parts: list[list[Example]] = [[]]
     longest = 0
-    for example in sorted(batch, key=lambda e: len(e.prompt) + len(e.answer)):
-        length = len(example.prompt) + len(example.answer)
-        if parts[-1] and max(longest, length) * (len(parts[-1]) + 1) > max_tokens:
+    for example in sorted(batch, key=lambda e: e.length):
+        if parts[-1] and max(longest, example.length) * (len(parts[-1]) + 1) > max_tokens:
             parts.append([])
             longest = 0
         parts[-1].append(example)
-        longest = max(longest, length)
+        longest = max(longest, example.length)
     return parts
 
 
 def _backward(model, batch: list[Example], pad_id: int, device: str, autocast) -> float:  # type: ignore[no-untyped-def]
     """Accumulate the gradients of ``batch``'s mean answer-token loss, part by part (:func:`micro_batches`); returns
-    that loss. Each part's mean is weighted by its share of the answer tokens, so the sum is the whole batch's mean."""
+    that loss. Each part's summed loss is divided by the whole batch's answer tokens, so the parts add up to its mean."""
     answer_tokens = sum(len(e.answer) for e in batch)
     total = 0.0
     for part in micro_batches(batch):
         with autocast:
-            loss = _loss(model, part, pad_id, device) * (sum(len(e.answer) for e in part) / answer_tokens)
+            loss = _summed_loss(model, part, pad_id, device) / answer_tokens
         loss.backward()
         total += float(loss.detach())
     return total
 
 
-def _loss(model, batch: list[Example], pad_id: int, device: str):  # type: ignore[no-untyped-def]
-    """Mean cross-entropy over answer tokens only, from the hidden states at answer positions."""
+def _summed_loss(model, batch: list[Example], pad_id: int, device: str):  # type: ignore[no-untyped-def]
+    """Cross-entropy summed over answer tokens only, from the hidden states at answer positions."""
     import torch
 
-    length = max(len(e.prompt) + len(e.answer) for e in batch)
+    length = max(e.length for e in batch)
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), length), dtype=torch.long)
     rows, cols, targets = [], [], []
@@ -221,7 +225,7 @@ def _loss(model, batch: list[Example], pad_id: int, device: str):  # type: ignor
     softcap = getattr(base.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device))
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device), reduction="sum")
 
 
 def train(
@@ -483,9 +487,8 @@ def evaluate_loss(model, examples: list[Example], pad_id: int, device: str, batc
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for k in range(0, len(examples), batch_size):
             for part in micro_batches(examples[k : k + batch_size]):
-                n = sum(len(e.answer) for e in part)
-                total += float(_loss(model, part, pad_id, device)) * n
-                count += n
+                total += float(_summed_loss(model, part, pad_id, device))
+                count += sum(len(e.answer) for e in part)
     model.train()
     return total / max(1, count)
 

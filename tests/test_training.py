@@ -140,15 +140,15 @@ def test_micro_batches_hold_every_example_once_within_the_token_budget():
 
 
 def test_a_batch_run_in_parts_trains_as_the_whole_batch(tiny_store, tmp_path, monkeypatch):
-    """Each part's mean loss is weighted by its share of the answer tokens: the same losses, part by part."""
+    """Each part's summed loss is divided by the batch's answer tokens: the same losses, part by part."""
     import gemmapipe.training as training
 
     config = TrainConfig(max_steps=4, batch_size=8, learning_rate=5e-3, rank=4, alpha=8, dev_fraction=0.25, eval_every=2)
     data = [(text + " and more words" * (i % 5), expected) for i, (text, expected) in enumerate(DATA)]  # unequal lengths
     whole = train(TASK, data, tmp_path / "whole", tiny_store, config)
     passes = []
-    real_loss = training._loss
-    monkeypatch.setattr(training, "_loss", lambda model, batch, *a: passes.append(len(batch)) or real_loss(model, batch, *a))
+    real_loss = training._summed_loss
+    monkeypatch.setattr(training, "_summed_loss", lambda model, batch, *a: passes.append(len(batch)) or real_loss(model, batch, *a))
     monkeypatch.setattr(training, "MICRO_BATCH_TOKENS", 40)
     parts = train(TASK, data, tmp_path / "parts", tiny_store, config)
     assert max(passes) < 8 and len(passes) > 4 * 2  # the training steps ran in parts (and so did the dev loss)
