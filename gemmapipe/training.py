@@ -22,7 +22,8 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,25 @@ def _summed_loss(model, batch: list[Example], pad_id: int, device: str):  # type
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     return torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device), reduction="sum")
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch on ``threads`` CPU threads (torch's default, all cores, when None); as before after it.
+
+    Two trainings on one machine should share the cores rather than each start a thread per core.
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train(

@@ -407,3 +407,25 @@ def test_a_run_records_its_precision_and_float32_changes_the_numbers(gemmapipe_t
     assert runs["float32"]["history"] != runs["bf16"]["history"]  # autocast really is off in float32
     assert runs["auto"]["history"] == runs[runs["auto"]["precision"]]["history"]
     assert any("no native bfloat16" in m for m in messages) is not native_bf16("cpu")
+
+
+def test_threads_option_sets_torch_threads_for_the_run_only(gemmapipe_run, tmp_path, monkeypatch):
+    import torch
+
+    import gemmapipe.training as training
+
+    seen, backward = [], training._backward
+    monkeypatch.setattr(training, "_backward", lambda *args: (seen.append(torch.get_num_threads()), backward(*args))[1])
+    schema, data = tmp_path / "label.json", tmp_path / "data.jsonl"
+    schema.write_text(json.dumps(SCHEMA))
+    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    result = gemmapipe_run(["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--out", str(tmp_path / "ad"),
+                            "--max-steps", "2", "--rank", "4", "--dev-fraction", "0", "--threads", str(wanted)])
+    assert result.exit_code == 0, result.output
+    assert seen == [wanted, wanted]  # every step ran on the threads asked for
+    assert torch.get_num_threads() == before  # and the process got its own setting back
+    refused = gemmapipe_run(["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--out", str(tmp_path / "b"),
+                             "--threads", "0"])
+    assert refused.exit_code == 2 and "--threads" in refused.stderr

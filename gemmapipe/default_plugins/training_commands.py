@@ -143,10 +143,12 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--precision", type=click.Choice(["auto", "bf16", "float32"]), default="auto", show_default=True,
                   help="bf16 autocast or float32; auto: bf16 on a GPU or a CPU with native bfloat16 (AVX-512 BF16, AMX), else float32.")
     @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--threads", type=click.IntRange(1), default=None,
+                  help="CPU threads for torch [default: all cores]; give each of two trainings on one machine half of them.")
     @click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
     @click.option("--eval-every", type=click.IntRange(1), default=100, show_default=True)
     @click.pass_obj
-    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, dev_data, max_tokens, swap_values, precision, seed, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
+    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, dev_data, max_tokens, swap_values, precision, seed, threads, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
         """Fine-tune a LoRA adapter of Gemma 3 270M for a task (CPU; a GPU if torch sees one).
 
         Ctrl-C saves a checkpoint; run the same command again to resume. --init-adapter continues an adapter
@@ -156,7 +158,7 @@ def register_commands(cli: click.Group) -> None:
         from ..errors import GemmapipeError
         from ..tasks import read_labelled
         from ..models import ModelStore
-        from ..training import TrainConfig, adapter_settings, train as run_training
+        from ..training import TrainConfig, adapter_settings, torch_threads, train as run_training
 
         try:  # a continued adapter brings its own rank; training refuses a --rank that differs from it
             lora = adapter_settings(init_adapter) if init_adapter is not None else {}
@@ -181,9 +183,10 @@ def register_commands(cli: click.Group) -> None:
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             task = _task(obj, task_name, schema, kind, None)
-            metadata = run_training(task, read_labelled(data), out, ModelStore(obj["cache_dir"], obj["base"]), config,
-                                    on_step=progress.update, should_stop=lambda: stop["requested"], init_adapter=init_adapter,
-                                    dev_data=read_labelled(dev_data) if dev_data is not None else None)
+            with torch_threads(threads):
+                metadata = run_training(task, read_labelled(data), out, ModelStore(obj["cache_dir"], obj["base"]), config,
+                                        on_step=progress.update, should_stop=lambda: stop["requested"], init_adapter=init_adapter,
+                                        dev_data=read_labelled(dev_data) if dev_data is not None else None)
         except GemmapipeError as exc:
             _fail(exc)
         finally:
