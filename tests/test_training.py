@@ -23,6 +23,11 @@ def gen(value):
     return Generation(value, json.dumps(value)) if value is not None else Generation(None, "", "x", "output_truncated")
 
 
+
+def labelled_jsonl(records: list[tuple[str, dict]]) -> str:
+    """``records`` as the labelled JSONL that `gemmapipe train` and `eval` read."""
+    return "".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in records)
+
 def test_score_on_hand_made_cases():
     expected = [{"company": "ACME  SDN BHD", "total": "9.00"}, {"company": "Foo", "total": "1.00"},
                 {"company": "Bar", "total": "2.00"}, {"company": "Baz", "total": "3.00"}]
@@ -186,7 +191,7 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
     schema = tmp_path / "label.json"
     schema.write_text(json.dumps(SCHEMA))
     data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    data.write_text(labelled_jsonl(DATA))
     result = gemmapipe_run(["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--out", str(tmp_path / "ad"),
                             "--max-steps", "60", "--learning-rate", "1e-2", "--rank", "4", "--dev-fraction", "0.25", "--eval-every", "10"])
     assert result.exit_code == 0, result.output
@@ -220,7 +225,7 @@ def test_eval_puts_the_examples_in_every_prompt(gemmapipe_run, tmp_path, monkeyp
 
     schema, data, shots = tmp_path / "label.json", tmp_path / "data.jsonl", tmp_path / "shots.jsonl"
     schema.write_text(json.dumps(SCHEMA))
-    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    data.write_text(labelled_jsonl(DATA))
     shots.write_text(json.dumps({"text": "free prize pills", "expected": {"label": "spam"}}) + "\n"
                      + json.dumps({"text": DATA[1][0], "expected": DATA[1][1]}) + "\n")  # also a record of --data
     tasks = []
@@ -265,7 +270,7 @@ def test_eval_shows_progress_on_a_terminal_only(gemmapipe_env, tmp_path):
 
     schema, data = tmp_path / "label.json", tmp_path / "data.jsonl"
     schema.write_text(json.dumps(SCHEMA))
-    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    data.write_text(labelled_jsonl(DATA))
     command = [sys.executable, "-m", "gemmapipe", "eval", "--schema", str(schema), "--kind", "classify", "--data", str(data),
                "--batch-size", "4", "--json"]
     env = {**os.environ, **gemmapipe_env}
@@ -298,7 +303,7 @@ def test_an_interrupted_eval_exits_130_and_keeps_earlier_predictions(gemmapipe_r
 
     schema, data = tmp_path / "label.json", tmp_path / "data.jsonl"
     schema.write_text(json.dumps(SCHEMA))
-    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA[:4]))
+    data.write_text(labelled_jsonl(DATA[:4]))
     command = ["eval", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--predictions"]
     earlier = tmp_path / "earlier.jsonl"
     earlier.write_text('{"record": 1}\n')
@@ -318,14 +323,14 @@ def test_answers_that_break_the_schema_are_refused_before_training(gemmapipe_run
     schema, data, dev = tmp_path / "label.json", tmp_path / "data.jsonl", tmp_path / "dev.jsonl"
     schema.write_text(json.dumps(SCHEMA))
     records = DATA[:6] + [("eggs for sale", {"label": "eggs"}), ("and more", {"label": "spam", "extra": 1})]
-    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in records))
+    data.write_text(labelled_jsonl(records))
     common = ["train", "--schema", str(schema), "--kind", "classify", "--out", str(tmp_path / "ad"), "--max-steps", "1"]
     result = gemmapipe_run(common + ["--data", str(data)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "2 of 8 training records have an expected answer that breaks the schema" in result.stderr
     assert "record 7: 'eggs' is not one of ['spam', 'ham']" in result.stderr and "fix or drop" in result.stderr
     assert not (tmp_path / "ad").exists()  # refused before anything was written
-    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA[:6]))
+    data.write_text(labelled_jsonl(DATA[:6]))
     dev.write_text(json.dumps({"text": "x", "expected": {"label": "eggs"}}) + "\n")
     result = gemmapipe_run(common + ["--data", str(data), "--dev-data", str(dev)])
     assert result.exit_code == 2 and "1 of 1 dev records" in result.stderr
@@ -341,8 +346,8 @@ def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
         train(TASK, DATA, tmp_path / "e", tiny_store, TrainConfig(max_steps=1, rank=4, alpha=8, dev_fraction=0.25), dev_data=dev)
     schema, data, dev_file = tmp_path / "label.json", tmp_path / "data.jsonl", tmp_path / "dev.jsonl"
     schema.write_text(json.dumps(SCHEMA))
-    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
-    dev_file.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in dev))
+    data.write_text(labelled_jsonl(DATA))
+    dev_file.write_text(labelled_jsonl(dev))
     common = ["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--dev-data", str(dev_file), "--rank", "4"]
     result = gemmapipe_run(common + ["--out", str(tmp_path / "f"), "--max-steps", "2", "--eval-every", "1"])
     assert result.exit_code == 0, result.output
@@ -418,7 +423,7 @@ def test_threads_option_sets_torch_threads_for_the_run_only(gemmapipe_run, tmp_p
     monkeypatch.setattr(training, "_backward", lambda *args: (seen.append(torch.get_num_threads()), backward(*args))[1])
     schema, data = tmp_path / "label.json", tmp_path / "data.jsonl"
     schema.write_text(json.dumps(SCHEMA))
-    data.write_text("".join(json.dumps({"text": t, "expected": e}) + "\n" for t, e in DATA))
+    data.write_text(labelled_jsonl(DATA))
     before = torch.get_num_threads()
     wanted = 1 if before > 1 else 2
     result = gemmapipe_run(["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--out", str(tmp_path / "ad"),
