@@ -49,16 +49,21 @@ def swappable_fields(schema: dict[str, Any]) -> list[str]:
 
 
 def swap_values(
-    data: list[tuple[str, dict[str, Any]]], schema: dict[str, Any], rng: random.Random, probability: float
+    data: list[tuple[str, dict[str, Any]]],
+    schema: dict[str, Any],
+    rng: random.Random,
+    probability: float,
+    donors: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """``data`` with each swappable field's value, where the text holds it, swapped with ``probability``.
 
-    The replacement is the same field's value from another record (drawn with ``rng``), so it has the shape the
-    field's values have. Every occurrence is replaced, so the text never contradicts the answer. Records whose
-    text does not hold a value keep that value.
+    The replacement is the same field's value from another record (drawn with ``rng``) of ``donors``, or of
+    ``data`` itself when none are given, so it has the shape the field's values have. Every occurrence is replaced,
+    so the text never contradicts the answer. Records whose text does not hold a value keep that value.
     """
     fields = swappable_fields(schema)
-    pools = {f: sorted({e[f] for _, e in data if isinstance(e.get(f), str) and e[f].strip()}) for f in fields}
+    source = data if donors is None else donors
+    pools = {f: sorted({e[f] for _, e in source if isinstance(e.get(f), str) and e[f].strip()}) for f in fields}
     swapped = []
     for text, expected in data:
         expected = dict(expected)

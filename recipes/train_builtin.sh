@@ -35,9 +35,9 @@
 # between settings is no wider than that between seeds.
 # Averaging (2026-12-03, on the CPU): the built-in adapter and the two before it, their merged weight changes averaged
 # exactly as one rank-48 LoRA (peft's add_weighted_adapter with combination_type "cat" gives the same), with the copying
-# schema: dev split 89.5 % against 88.7 % (built-in), 87.9 % and 87.1 % (the two before); dev receipts renamed to other
-# shops (each dev receipt's company and address swapped, where printed, for other training receipts', three draws:
-# 93 receipts) 87.1 % against 89.8 % (company 89.2 against 94.6). Not kept: it copies new names less well.
+# schema: dev split 89.5 % against 88.7 % (built-in), 87.9 % and 87.1 % (the two before); the dev receipts renamed to
+# other shops of recipes/sroie_renamed_dev.py (93) 84.7 % against 86.0 % (company 82.8 against 89.2), and on other
+# draws of the same kind 87.1 % against 89.8 % (company 89.2 against 94.6). Not kept: it copies new names less well.
 set -eu
 cd "$(dirname "$0")/.."
 DATASETS=${DATASETS:-../shared/datasets}

@@ -81,6 +81,19 @@ def test_an_address_printed_on_several_lines_stays_on_as_many():
     assert " ".join(printed) == expected["address"] and all(printed)
 
 
+def test_values_come_from_the_donors_when_given():
+    donors = [("SHOP A\nTOTAL 1.00", {"company": "NEW SHOP A", "total": "1.00"}),
+              ("SHOP B\nTOTAL 2.00", {"company": "NEW SHOP B", "total": "2.00"})]
+    for seed in range(5):
+        swapped = swap_values(RECEIPTS, RECEIPT_SCHEMA, random.Random(seed), probability=1.0, donors=donors)
+        for (text, expected), (new_text, new_expected) in zip(RECEIPTS, swapped):
+            assert new_expected["company"] in {"NEW SHOP A", "NEW SHOP B"}  # never another record of the data's
+            assert value_pattern(new_expected["company"]).search(new_text)
+            assert not value_pattern(expected["company"]).search(new_text)
+            assert new_expected["address"] == expected["address"]  # the donors have no address to give
+    assert swapped[0][1]["total"] in {"1.00", "2.00"}
+
+
 def test_swapping_is_seeded_and_probability_zero_changes_nothing():
     assert swap_values(RECEIPTS, RECEIPT_SCHEMA, random.Random(3), 0.5) == swap_values(RECEIPTS, RECEIPT_SCHEMA, random.Random(3), 0.5)
     assert swap_values(RECEIPTS, RECEIPT_SCHEMA, random.Random(3), 0.0) == RECEIPTS
