@@ -34,7 +34,7 @@ def test_each_draw_renames_company_and_address_where_printed_and_keeps_the_rest(
     records = sroie_renamed_dev.renamed(DEV + DEV_NOTHING_PRINTED, TRAIN, draws=3, seed=7)
     assert len(records) == 6  # two receipts, three draws each; the one that prints neither value is left out
     for index, (text, expected) in enumerate(records):
-        text_before, before = DEV[index % 2]
+        _, before = DEV[index % 2]
         assert expected["company"] in {e["company"] for _, e in TRAIN}
         assert value_pattern(expected["company"]).search(text)
         assert not value_pattern(before["company"]).search(text)
