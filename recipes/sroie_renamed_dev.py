@@ -2,19 +2,18 @@
 
 The dev split that ``gemmapipe train --dev-fraction 0.05 --seed 0`` holds out of SROIE's train split (the built-in
 adapter's) mostly holds shops the adapter trained on, so it measures recall more than copying. This writes each of
-those dev receipts --draws times, each time with its company and address swapped, where its text prints them, for
-those of other training receipts (``gemmapipe.augment.swap_values`` with every value swapped: in the text and the
-answer alike; a value printed over three lines is replaced over three lines). Receipts whose text prints neither
-value are left out. The date and total stay as they were.
+those dev receipts --draws times into ``--out/dev_renamed.jsonl``, each time with its company and address swapped,
+where its text prints them, for those of other training receipts (``gemmapipe.augment.swap_values`` with every value
+swapped: in the text and the answer alike; a value printed over three lines is replaced over three lines). Receipts
+whose text prints neither value are left out. The date and total stay as they were.
 
-Score an adapter on it with ``gemmapipe eval --task invoice --data OUT``. The test split is never read.
-Usage: python recipes/sroie_renamed_dev.py --out /tmp/dev_renamed.jsonl
+Score an adapter on it with ``gemmapipe eval --task invoice --data OUT/dev_renamed.jsonl``. The test split is never
+read. Usage: python recipes/sroie_renamed_dev.py --out /tmp/renamed
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -48,10 +47,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--seed", type=int, default=100)
     args = parser.parse_args()
+    from split_files import write_files  # recipes/ is on sys.path when this file runs as a script
+
     train, dev = split_dev(read_labelled(args.data), 0.05, 0)  # as gemmapipe train --dev-fraction 0.05 --seed 0
     records = renamed(dev, train, args.draws, args.seed)
-    args.out.write_text("".join(json.dumps({"text": text, "expected": expected}) + "\n" for text, expected in records))
-    print(f"{len(records)} renamed receipts from {len(dev)} dev receipts -> {args.out}")
+    write_files(args.out, {"dev_renamed": [{"text": text, "expected": expected} for text, expected in records]})
 
 
 if __name__ == "__main__":
