@@ -10,18 +10,28 @@ CTranslate2 has no logits-processor hook in Python, so the grammar is applied ar
 
 A well-trained adapter makes repairs rare, so the common case is one free run per batch. Every accepted
 token has passed the grammar, so the answer always parses.
+
+A record also stops as soon as the grammar leaves it no choice up to the end of the answer (the rest of an enum
+value once its prefix is unique, the closing ``"}``, the end-of-turn token): those tokens are appended without
+spending a model step on each. On a classification task that is about half of the answer's steps.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from llguidance import LLMatcher
 from llguidance.numpy import allocate_token_bitmask, apply_token_bitmask_inplace, fill_next_token_bitmask
 
 from .tokenizer import GemmaTokenizer
+
+
+class StopFlag(Protocol):
+    """What decoding polls to stop early: a :class:`threading.Event`, or anything with ``is_set()``."""
+
+    def is_set(self) -> bool: ...
 
 
 class Cancelled(Exception):
@@ -55,12 +65,49 @@ class DecodeState:
             self.done = self.truncated = True
         return True
 
+    def finish_if_forced(self, only_stop: np.ndarray) -> bool:
+        """If the grammar allows nothing but one sequence of tokens up to the end of the answer, accept them and
+        return True (the record is done). ``only_stop`` is a scratch bitmask (see :func:`_only_stop_allowed`).
+
+        Otherwise nothing changes and False is returned."""
+        if self.done:
+            return True
+        forced = self.matcher.compute_ff_tokens()
+        if not forced and not self.matcher.is_accepting():
+            return False  # the common case mid-answer: the model has a choice
+        consumed = self.matcher.try_consume_tokens(forced) if forced else 0
+        complete = consumed == len(forced) and (
+            self.matcher.is_stopped() or (self.matcher.is_accepting() and _only_stop_allowed(self.matcher, only_stop, self.stop_ids))
+        )
+        if consumed:
+            self.matcher.rollback(consumed)
+        if not complete:
+            return False
+        for token in [*forced, self.stop_ids[0]]:  # through accept(), which keeps the length limit
+            if self.done or not self.accept(token):
+                break
+        self.done = True
+        return True
+
+
+def _only_stop_allowed(matcher: LLMatcher, mask: np.ndarray, stop_ids: tuple[int, ...]) -> bool:
+    """Whether the grammar's next token can only be a stop token (the answer is complete)."""
+    fill_next_token_bitmask(matcher, mask, 0)
+    words = mask[0].view(np.uint32).copy()
+    stop_allowed = False
+    for token in stop_ids:
+        word, bit = divmod(token, 32)
+        if word < words.size and words[word] >> np.uint32(bit) & 1:
+            stop_allowed = True
+            words[word] &= ~np.uint32(1 << bit)
+    return stop_allowed and not words.any()
+
 
 def decode_batch(
     generator,  # ctranslate2.Generator  # type: ignore[no-untyped-def]
     tokenizer: GemmaTokenizer,
     states: list[DecodeState],
-    cancel: threading.Event | None = None,
+    cancel: StopFlag | None = None,
 ) -> None:
     """Decode every state to completion (in place). Raises :class:`Cancelled` if ``cancel`` gets set."""
     end_tokens = tokenizer.tokens(list(tokenizer.stop_ids))
@@ -94,6 +141,7 @@ def _take_forced(state: DecodeState) -> None:
 def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type: ignore[no-untyped-def]
     for state in active:
         state.rejected = False
+    only_stop = allocate_token_bitmask(1, tokenizer.guidance.vocab_size)
 
     def on_token(step) -> bool:  # type: ignore[no-untyped-def]
         if cancel is not None and cancel.is_set():
@@ -104,7 +152,7 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type
         if not state.accept(step.token_id):
             state.rejected = True
             return True
-        return state.done
+        return state.finish_if_forced(only_stop)
 
     prefixes = [tokenizer.tokens(s.prompt_ids + s.accepted) for s in active]
     # CTranslate2 prefills a batch only up to its shortest prefix and feeds the rest of each longer one
@@ -119,6 +167,7 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type
         beam_size=1,
         callback=on_token,
     )
+
 
 
 def _repair(generator, tokenizer, states) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ DEFAULT_BATCH_SIZE = 16
 #: shortest prompt and feeds the rest of each longer one through decoding steps of the whole batch, one token a
 #: step: receipts of 170 to 900 tokens in batches of 16 ran slower than one at a time.
 MAX_PROMPT_SPREAD = 16
+#: The most prompt tokens a batch holds (see :func:`length_batches`). It bounds the memory a replica's prefill
+#: takes (two batches of 16 receipts at once peaked at 1.9 GB), and costs little speed: at receipt lengths a
+#: decoding step's cost per record hardly falls beyond 4 to 8 records a batch.
+MAX_BATCH_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -60,26 +65,47 @@ class Generation:
         return self.error is None
 
 
-def length_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int, spread: int) -> list[list[int]]:
-    """``indices`` in batches of at most ``batch_size``, shortest prompts first, lengths within ``spread`` per batch."""
+def length_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int, spread: int,
+                   max_tokens: int | None = None) -> list[list[int]]:
+    """``indices`` in batches of at most ``batch_size``, shortest prompts first, lengths within ``spread`` per batch,
+    and (if ``max_tokens`` is given) at most ``max_tokens`` prompt tokens per batch, counting each prompt as long as the
+    batch's longest (a longer prompt still runs, alone)."""
     batches: list[list[int]] = []
     for index in sorted(indices, key=lambda i: lengths[i]):
-        if batches and len(batches[-1]) < max(1, batch_size) and lengths[index] - lengths[batches[-1][0]] <= spread:
+        if (batches and len(batches[-1]) < max(1, batch_size) and lengths[index] - lengths[batches[-1][0]] <= spread
+                and (max_tokens is None or (len(batches[-1]) + 1) * lengths[index] <= max_tokens)):
             batches[-1].append(index)
         else:
             batches.append([index])
     return batches
 
 
+class _AnyEvent:
+    """Set when any of its events is set (what :func:`decode_batch` polls to stop early)."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+
 class Engine:
-    """A loaded model. Create it once per process (:meth:`load`) and call :meth:`generate` with many prompts."""
+    """A loaded model. Create it once per process (:meth:`load`) and call :meth:`generate` with many prompts.
+
+    ``threads`` CPU threads (default: all cores) are split into ``replicas`` model replicas that decode different
+    batches at the same time (default: one single-threaded replica per thread). The replicas share the weights.
+    On 2 cores, two single-threaded replicas answered 1.4x the tokens per second of one two-threaded replica
+    (receipt-length prompts; see bench/throughput.py): at this model's size a step's work is too small to split
+    well between threads.
+    """
 
     def __init__(
         self,
         model_dir: Path,
         compute_type: str = "int8",
         threads: int | None = None,
-        inter_threads: int = 1,
+        replicas: int | None = None,
     ) -> None:
         import ctranslate2
 
@@ -87,13 +113,14 @@ class Engine:
         self.model_dir = Path(model_dir)
         self.compute_type = compute_type
         self.threads = threads or os.cpu_count() or 1
+        self.replicas = max(1, min(replicas or self.threads, self.threads))
         try:
             self.generator = ctranslate2.Generator(
                 str(self.model_dir),
                 device="cpu",
                 compute_type=compute_type,
-                inter_threads=inter_threads,
-                intra_threads=self.threads,
+                inter_threads=self.replicas,
+                intra_threads=max(1, self.threads // self.replicas),
             )
         except (RuntimeError, ValueError) as exc:
             raise SetupError(
@@ -101,7 +128,7 @@ class Engine:
                 "delete that cache folder and run `gemmapipe prepare` again",
             ) from exc
         self.tokenizer = GemmaTokenizer(self.model_dir / "tokenizer.json")
-        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.replicas)  # batches in flight, from any caller
 
     @classmethod
     def load(
@@ -112,11 +139,12 @@ class Engine:
         cache_dir: str | os.PathLike[str] | None = None,
         base: BaseSource | None = None,
         store: ModelStore | None = None,
+        replicas: int | None = None,
     ) -> Engine:
         """Prepare (first use only) and load the base model, merged with ``adapter`` if one is given."""
         store = store or ModelStore(cache_dir, base)
         model_dir = store.ctranslate2_dir(Path(adapter) if adapter else None, compute_type)
-        return cls(model_dir, compute_type=compute_type, threads=threads)
+        return cls(model_dir, compute_type=compute_type, threads=threads, replicas=replicas)
 
     def generate(
         self,
@@ -156,18 +184,45 @@ class Engine:
             else:
                 runnable.append(index)
         guidance = self.tokenizer.guidance
-        for batch in length_batches([len(ids) for ids in encoded], runnable, batch_size, MAX_PROMPT_SPREAD):
+        lengths = [len(ids) for ids in encoded]
+        batches = length_batches(lengths, runnable, batch_size, MAX_PROMPT_SPREAD, MAX_BATCH_TOKENS)
+        failed = threading.Event()  # one batch raised: stop the others (they raise Cancelled, which is dropped)
+        stop = _AnyEvent(failed, cancel)
+
+        def run(batch: list[int]) -> list[Generation]:
             states = [
                 DecodeState(encoded[i], LLMatcher(guidance, schema.grammar_for(sources[i] if sources else None), log_level=0),
                             max_new_tokens, self.tokenizer.stop_ids)
                 for i in batch
             ]
-            with self._lock:
-                decode_batch(self.generator, self.tokenizer, states, cancel)
-            for index, state in zip(batch, states):
-                results[index] = self._finish(state, schema)
+            with self._slots:
+                decode_batch(self.generator, self.tokenizer, states, stop)
+            return [self._finish(state, schema) for state in states]
+
+        def finished(batch: list[int], answers: list[Generation]) -> None:
+            for index, answer in zip(batch, answers):
+                results[index] = answer
             if on_progress is not None:
                 on_progress(sum(r is not None for r in results))
+
+        if self.replicas == 1 or len(batches) == 1:
+            for batch in batches:
+                finished(batch, run(batch))
+        else:
+            # the longest prompts first, so that no replica is left with a long batch at the end
+            order = sorted(batches, key=lambda b: -len(b) * lengths[b[-1]])
+            with ThreadPoolExecutor(self.replicas, thread_name_prefix="gemmapipe-decode") as pool:
+                pending = {pool.submit(run, batch): batch for batch in order}
+                while pending:
+                    finished_now, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in finished_now:
+                        batch = pending.pop(future)
+                        if future.exception() is not None:
+                            failed.set()
+                            for other in pending:
+                                other.cancel()
+                            raise future.exception()  # type: ignore[misc]
+                        finished(batch, future.result())
         return [r for r in results if r is not None]
 
     def _finish(self, state: DecodeState, schema: CompiledSchema) -> Generation:

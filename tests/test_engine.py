@@ -107,6 +107,53 @@ def test_results_keep_input_order_across_length_groups(tiny_engine):
     assert [r.value for r in results] == single  # batching does not change answers
 
 
+def test_replicas_decode_batches_at_once_and_answer_as_one_replica(tiny_store, tiny_engine, monkeypatch):
+    texts = ["x " * n for n in (50, 1, 30, 2, 80, 5, 11, 3, 60, 7)]
+    prompts = [chat_prompt("Classify.", t) for t in texts]
+    import gemmapipe.engine as engine_module
+
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+    original = engine_module.decode_batch
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(engine_module, "decode_batch", counting)
+    with Engine(tiny_store.ctranslate2_dir(None, "float32"), compute_type="float32", threads=2) as engine:
+        assert engine.replicas == 2
+        results = engine.generate(prompts, FREE_TEXT, batch_size=2, max_new_tokens=24)
+    assert most[0] == 2  # two batches were decoding at the same time
+    single = tiny_engine.generate(prompts, FREE_TEXT, batch_size=2, max_new_tokens=24)
+    assert [(r.text, r.error_type) for r in results] == [(r.text, r.error_type) for r in single]
+
+
+def test_a_failing_batch_stops_the_others_and_raises(tiny_store, monkeypatch):
+    import gemmapipe.engine as engine_module
+
+    calls = [0]
+    original = engine_module.decode_batch
+
+    def failing_once(generator, tokenizer, states, cancel):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("engine broke")
+        return original(generator, tokenizer, states, cancel)
+
+    monkeypatch.setattr(engine_module, "decode_batch", failing_once)
+    prompts = [chat_prompt("Classify.", "x " * n) for n in (1, 40, 80, 120)]
+    with Engine(tiny_store.ctranslate2_dir(None, "float32"), compute_type="float32", threads=2) as engine:
+        with pytest.raises(RuntimeError, match="engine broke"):
+            engine.generate(prompts, LABEL, batch_size=1)
+
+
 def test_length_limit_gives_an_error_never_broken_json(tiny_engine):
     results = tiny_engine.generate([chat_prompt("Note.", "anything")], FREE_TEXT, max_new_tokens=5)
     assert results[0].error_type == "output_truncated"
@@ -175,3 +222,5 @@ def test_batches_hold_prompts_of_about_the_same_length():
     assert length_batches(lengths, runnable, batch_size=16, spread=16) == [[1, 6, 4], [0, 2, 5], [7], [3]]
     assert length_batches(lengths, runnable, batch_size=16, spread=10_000) == [[1, 6, 4, 0, 2, 5, 7, 3]]
     assert length_batches(lengths, [], batch_size=4, spread=16) == []
+    # at most 610 prompt tokens a batch, each prompt counted as long as the batch's longest; 900 runs alone
+    assert length_batches(lengths, runnable, batch_size=16, spread=10_000, max_tokens=610) == [[1, 6, 4], [0, 2], [5], [7], [3]]
