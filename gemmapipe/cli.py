@@ -242,7 +242,7 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     from .records import LineReader, LineWriter, read_records
 
     store = ModelStore(obj["cache_dir"], obj["base"])
-    engine = Engine.load(task.adapter, options["compute_type"], options["threads"], store=store)
+    engine = Engine.load(task.adapter, options["compute_type"], options["threads"], store=store, answers=task.model_answers)
     errors_stream = open(options["errors_path"], "w", encoding="utf-8") if options["errors_path"] else sys.stderr
     input_stream = options["input_file"]
     reader = LineReader(input_stream, options["max_line_bytes"])
@@ -384,7 +384,7 @@ def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str,
         chosen = [registry.task(n) for n in task_names] if task_names else [t for t in registry.tasks.values() if t.adapter]
         for task in chosen:
             if task.adapter:
-                click.echo(f"task {task.name}: {store.ctranslate2_dir(task.adapter, compute_type)}")
+                click.echo(f"task {task.name}: {store.ctranslate2_dir(task.adapter, compute_type, task.model_answers)}")
     except GemmapipeError as exc:
         _fail(exc)
 

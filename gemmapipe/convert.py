@@ -102,12 +102,49 @@ def merge_lora(base_dir: Path, adapter_dir: Path, out_dir: Path) -> None:
     patch_config(out_dir / "config.json")
 
 
-def transformers_to_ctranslate2(model_dir: Path, out_dir: Path, quantization: str) -> None:
-    """Convert a transformers Gemma 3 folder into a CTranslate2 model folder (``force``: ``out_dir`` may exist)."""
+#: In a CTranslate2 folder whose output layer scores only some tokens: their ids in the tokenizer's vocabulary,
+#: in the order of the layer's rows (see :mod:`gemmapipe.vocabulary`).
+OUTPUT_IDS_FILE = "gemmapipe-output-ids.json"
+
+
+def transformers_to_ctranslate2(model_dir: Path, out_dir: Path, quantization: str, output_ids: list[int] | None = None) -> None:
+    """Convert a transformers Gemma 3 folder into a CTranslate2 model folder (``force``: ``out_dir`` may exist).
+
+    With ``output_ids``, the output layer scores only those tokens. CTranslate2 reads the output layer's row ``k``
+    as its vocabulary's token ``k``, so its vocabulary (and the input embedding with it) is reordered to put those
+    tokens first; text still goes in and comes out as token strings, and :data:`OUTPUT_IDS_FILE` maps the rows back
+    to the tokenizer's ids.
+    """
     from ctranslate2.converters import TransformersConverter
 
+    class OutputSubsetConverter(TransformersConverter):
+        def _load(self):  # type: ignore[no-untyped-def]
+            spec = super()._load()
+            if output_ids is not None:
+                _keep_output_rows(spec, output_ids)
+            return spec
+
     quiet_transformers()  # the converter loads the model with transformers, which would draw its own bar
-    TransformersConverter(str(model_dir), low_cpu_mem_usage=True).convert(
+    OutputSubsetConverter(str(model_dir), low_cpu_mem_usage=True).convert(
         str(out_dir), quantization=quantization, force=True
     )
     shutil.copy2(model_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    if output_ids is not None:
+        (out_dir / OUTPUT_IDS_FILE).write_text(json.dumps(output_ids))
+
+
+def _keep_output_rows(spec, output_ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    """Reorder ``spec``'s vocabulary to start with ``output_ids`` and keep only their rows in the output layer."""
+    import torch
+
+    vocabulary = spec._vocabulary  # what the loader registered (LanguageModelSpec keeps it there; ctranslate2 < 5)
+    first = set(output_ids)
+    order = list(output_ids) + [i for i in range(len(vocabulary)) if i not in first]
+    index = torch.tensor(order, dtype=torch.long)
+    decoder = spec.decoder
+    projection = decoder.projection.weight
+    decoder.embeddings.weight = decoder.embeddings.weight[index].contiguous()
+    decoder.projection.weight = projection[index[: len(output_ids)]].contiguous()
+    if isinstance(getattr(decoder.projection, "bias", None), torch.Tensor):
+        decoder.projection.bias = decoder.projection.bias[index[: len(output_ids)]].contiguous()
+    spec.register_vocabulary([vocabulary[i] for i in order])

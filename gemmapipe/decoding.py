@@ -108,8 +108,12 @@ def decode_batch(
     tokenizer: GemmaTokenizer,
     states: list[DecodeState],
     cancel: StopFlag | None = None,
+    output_ids: np.ndarray | None = None,
 ) -> None:
-    """Decode every state to completion (in place). Raises :class:`Cancelled` if ``cancel`` gets set."""
+    """Decode every state to completion (in place). Raises :class:`Cancelled` if ``cancel`` gets set.
+
+    ``output_ids``: for a model whose output layer scores only some tokens, the tokenizer id of each of its rows
+    (see :func:`gemmapipe.convert.transformers_to_ctranslate2`)."""
     end_tokens = tokenizer.tokens(list(tokenizer.stop_ids))
     while True:
         for state in states:
@@ -117,7 +121,7 @@ def decode_batch(
         active = [s for s in states if not s.done]
         if not active:
             return
-        _free_run(generator, tokenizer, active, end_tokens, cancel)
+        _free_run(generator, tokenizer, active, end_tokens, cancel, output_ids)
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         stopped = [s for s in active if not s.done]
@@ -126,7 +130,7 @@ def decode_batch(
                 state.done = True  # the model stopped where the grammar may stop
         to_repair = [s for s in stopped if not s.done]
         if to_repair:
-            _repair(generator, tokenizer, to_repair)
+            _repair(generator, tokenizer, to_repair, output_ids)
 
 
 def _take_forced(state: DecodeState) -> None:
@@ -138,7 +142,7 @@ def _take_forced(state: DecodeState) -> None:
             break
 
 
-def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type: ignore[no-untyped-def]
+def _free_run(generator, tokenizer, active, end_tokens, cancel, output_ids) -> None:  # type: ignore[no-untyped-def]
     for state in active:
         state.rejected = False
     only_stop = allocate_token_bitmask(1, tokenizer.guidance.vocab_size)
@@ -149,7 +153,8 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type
         state = active[step.batch_id]
         if state.done:
             return True
-        if not state.accept(step.token_id):
+        token = step.token_id if output_ids is None else int(output_ids[step.token_id])
+        if not state.accept(token):
             state.rejected = True
             return True
         return state.finish_if_forced(only_stop)
@@ -170,7 +175,7 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel) -> None:  # type
 
 
 
-def _repair(generator, tokenizer, states) -> None:  # type: ignore[no-untyped-def]
+def _repair(generator, tokenizer, states, output_ids) -> None:  # type: ignore[no-untyped-def]
     # One step of the full distribution per prefix. Prefixes of one call must have the same length: with
     # mixed lengths CTranslate2 spends the single step on the longer prefixes' remaining prompt tokens.
     by_length: dict[int, list[DecodeState]] = {}
@@ -187,7 +192,12 @@ def _repair(generator, tokenizer, states) -> None:  # type: ignore[no-untyped-de
             beam_size=1,
         )
         for state, result in zip(group, results):
-            _take_best_allowed(state, np.array(result.logits[0], dtype=np.float32).reshape(1, -1), mask, vocab)
+            logits = np.array(result.logits[0], dtype=np.float32)
+            if output_ids is not None:  # rows of the output layer -> the tokenizer's ids
+                scattered = np.full(vocab, -np.inf, dtype=np.float32)
+                scattered[output_ids] = logits[: len(output_ids)]
+                logits = scattered
+            _take_best_allowed(state, logits.reshape(1, -1), mask, vocab)
 
 
 def _take_best_allowed(state: DecodeState, logits: np.ndarray, mask: np.ndarray, vocab: int) -> None:

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from llguidance import LLMatcher
 
+from .convert import OUTPUT_IDS_FILE
 from .decoding import DecodeState, decode_batch
 from .errors import SetupError
 from .grammar import CompiledSchema
@@ -128,6 +130,9 @@ class Engine:
                 "delete that cache folder and run `gemmapipe prepare` again",
             ) from exc
         self.tokenizer = GemmaTokenizer(self.model_dir / "tokenizer.json")
+        #: for a model that scores only a task's answer tokens: the tokenizer id of each output row
+        output_ids = self.model_dir / OUTPUT_IDS_FILE
+        self.output_ids = np.array(json.loads(output_ids.read_text()), dtype=np.int64) if output_ids.is_file() else None
         self._slots = threading.BoundedSemaphore(self.replicas)  # batches in flight, from any caller
 
     @classmethod
@@ -140,10 +145,15 @@ class Engine:
         base: BaseSource | None = None,
         store: ModelStore | None = None,
         replicas: int | None = None,
+        answers: Sequence[str] | None = None,
     ) -> Engine:
-        """Prepare (first use only) and load the base model, merged with ``adapter`` if one is given."""
+        """Prepare (first use only) and load the base model, merged with ``adapter`` if one is given.
+
+        ``answers``: every answer the model will be asked for (a classifier's, see
+        :func:`gemmapipe.vocabulary.fixed_answers`); its output layer then scores only their tokens, which halves
+        the time of a decoding step and changes no answer. Only for schemas whose answers are all listed."""
         store = store or ModelStore(cache_dir, base)
-        model_dir = store.ctranslate2_dir(Path(adapter) if adapter else None, compute_type)
+        model_dir = store.ctranslate2_dir(Path(adapter) if adapter else None, compute_type, answers)
         return cls(model_dir, compute_type=compute_type, threads=threads, replicas=replicas)
 
     def generate(
@@ -196,7 +206,7 @@ class Engine:
                 for i in batch
             ]
             with self._slots:
-                decode_batch(self.generator, self.tokenizer, states, stop)
+                decode_batch(self.generator, self.tokenizer, states, stop, self.output_ids)
             return [self._finish(state, schema) for state in states]
 
         def finished(batch: list[int], answers: list[Generation]) -> None:

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,25 +174,31 @@ class ModelStore:
         convert.gguf_to_transformers(gguf, out)
         gguf.unlink()
 
-    def ctranslate2_dir(self, adapter: Path | None = None, compute_type: str = "int8") -> Path:
-        """The CTranslate2 folder for the base (+ adapter) at ``compute_type``, converted on first use."""
+    def ctranslate2_dir(self, adapter: Path | None = None, compute_type: str = "int8",
+                        answers: Sequence[str] | None = None) -> Path:
+        """The CTranslate2 folder for the base (+ adapter) at ``compute_type``, converted on first use.
+
+        With ``answers`` (every answer a task can give, see :func:`gemmapipe.vocabulary.fixed_answers`), its output
+        layer scores only the tokens those answers can be written with."""
         import ctranslate2
 
         quantization = check_compute_type(compute_type)
         if adapter:
             self.check_adapter_base(adapter)
-        description = {
+        description: dict[str, object] = {
             "base": self.base_description,
             "adapter": hash_files(adapter_files(adapter)) if adapter else None,
             "quantization": quantization,
             "ctranslate2": ctranslate2.__version__,
             "format": FORMAT_VERSION,
         }
+        if answers is not None:
+            description["answers"] = list(answers)
         return ensure_entry(
             self.root,
             "ct2",
             content_key(description),
-            lambda out: self._build_ctranslate2(out, adapter, quantization),
+            lambda out: self._build_ctranslate2(out, adapter, quantization, answers),
             description,
             on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
         )
@@ -211,13 +217,22 @@ class ModelStore:
                 "or train an adapter on this one with `gemmapipe train`",
             )
 
-    def _build_ctranslate2(self, out: Path, adapter: Path | None, quantization: str) -> None:
+    def _build_ctranslate2(self, out: Path, adapter: Path | None, quantization: str, answers: Sequence[str] | None) -> None:
         from . import convert
 
         base = self.base_dir()
+        output_ids = None
+        if answers is not None:
+            from .tokenizer import GemmaTokenizer, token_bytes
+            from .vocabulary import answer_token_ids
+
+            tokenizer = GemmaTokenizer(base / "tokenizer.json")
+            tokens = token_bytes(tokenizer.hf)
+            if tokens is not None:
+                output_ids = answer_token_ids(answers, tokens, always=tokenizer.stop_ids)
         if adapter is None:
             self.notify(f"converting the base model to CTranslate2 ({quantization}, first use only)")
-            convert.transformers_to_ctranslate2(base, out, quantization)
+            convert.transformers_to_ctranslate2(base, out, quantization, output_ids)
             return
         self.notify(f"merging adapter {adapter} and converting it ({quantization}, first use only)")
         # Next to ``out``, not inside it: the converter empties its output folder. The name starts with
@@ -229,7 +244,7 @@ class ModelStore:
             except RuntimeError as exc:  # torch's size-mismatch report: the adapter was made for another model
                 raise SetupError(f"adapter {adapter} does not fit the base model: {str(exc).splitlines()[0]}",
                                  "use an adapter trained on this base model (`gemmapipe train`)") from exc
-            convert.transformers_to_ctranslate2(merged, out, quantization)
+            convert.transformers_to_ctranslate2(merged, out, quantization, output_ids)
         finally:
             shutil.rmtree(merged, ignore_errors=True)
 

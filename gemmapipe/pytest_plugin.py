@@ -69,7 +69,8 @@ def gemmapipe_check_task(gemmapipe_env: dict[str, str]) -> Callable[[str, list[s
 
         task = get_plugins().registry().task(task_name)
         store = ModelStore()
-        with Engine.load(_usable_adapter(task.adapter, store), compute_type="int8", store=store) as engine:
+        adapter = _usable_adapter(task.adapter, store)
+        with Engine.load(adapter, compute_type="int8", store=store, answers=task.model_answers if adapter else None) as engine:
             results = engine.generate([task.prompt(t) for t in texts], task.compiled, max_new_tokens=task.max_new_tokens or 256,
                                       sources=[task.source(t) for t in texts])
         for result in results:

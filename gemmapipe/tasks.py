@@ -16,6 +16,7 @@ from typing import Any
 from .errors import PluginError, SchemaError, TaskNotFound
 from .grammar import CompiledSchema, canonical_json, compile_schema, load_schema_text
 from .prompts import Prompt, chat_prompt, describe_schema
+from .vocabulary import fixed_answers
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ class Task:
     @cached_property
     def compiled(self) -> CompiledSchema:
         return compile_schema(self.schema)
+
+    @cached_property
+    def model_answers(self) -> tuple[str, ...] | None:
+        """The answers to build this task's model for (``answers`` of :meth:`gemmapipe.engine.Engine.load`).
+
+        All the answers the schema allows when they are few (a classifier's labels, see
+        :func:`gemmapipe.vocabulary.fixed_answers`) and the task has its own adapter, hence its own model anyway;
+        else None: the model shared by every task without an adapter."""
+        return fixed_answers(self.schema) if self.adapter is not None else None
 
     def source(self, text: str, record: Mapping[str, Any] | None = None) -> str:
         """The model's input for one record (``text`` from the text field; ``record`` the whole JSON object if any).

@@ -141,11 +141,11 @@ def test_a_failing_batch_stops_the_others_and_raises(tiny_store, monkeypatch):
     calls = [0]
     original = engine_module.decode_batch
 
-    def failing_once(generator, tokenizer, states, cancel):  # type: ignore[no-untyped-def]
+    def failing_once(generator, tokenizer, states, cancel, output_ids=None):  # type: ignore[no-untyped-def]
         calls[0] += 1
         if calls[0] == 1:
             raise RuntimeError("engine broke")
-        return original(generator, tokenizer, states, cancel)
+        return original(generator, tokenizer, states, cancel, output_ids)
 
     monkeypatch.setattr(engine_module, "decode_batch", failing_once)
     prompts = [chat_prompt("Classify.", "x " * n) for n in (1, 40, 80, 120)]

@@ -82,7 +82,7 @@ def register_commands(cli: click.Group) -> None:
             except OSError as exc:
                 raise GemmapipeError(f"cannot write --predictions {predictions}: {exc.strerror}", "choose a writable path") from exc
             store = ModelStore(obj["cache_dir"], obj["base"])
-            with Engine.load(task.adapter, compute_type, threads, store=store) as engine:
+            with Engine.load(task.adapter, compute_type, threads, store=store, answers=task.model_answers) as engine:
                 progress = CountProgress(len(pairs))  # on a terminal only
                 try:
                     report = evaluate(task, engine, pairs, batch_size, ignore_case, progress.update)
