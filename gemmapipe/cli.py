@@ -249,7 +249,8 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     records = read_records(reader, options["input_format"], options["text_field"], options["id_field"] or None, options["encoding"])
     run_options = RunOptions(
         batch_size=options["batch_size"],
-        window=max(64, options["batch_size"] * 4),
+        window=max(256, options["batch_size"] * 16),
+        first_window=options["batch_size"] * 2,
         max_new_tokens=options["max_tokens"] or task.max_new_tokens or 256,
         max_input_tokens=options["max_input_tokens"],
         output="envelope" if options["envelope"] else "result",

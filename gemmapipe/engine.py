@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -206,7 +207,13 @@ class Engine:
                 for i in batch
             ]
             with self._slots:
-                decode_batch(self.generator, self.tokenizer, states, stop, self.output_ids)
+                try:
+                    decode_batch(self.generator, self.tokenizer, states, stop, self.output_ids)
+                except BaseException as exc:
+                    # The traceback's frames hold the CTranslate2 generator; kept alive by the exception (a future
+                    # stores it) it would outlive close() and be destroyed at interpreter exit, which aborts.
+                    traceback.clear_frames(exc.__traceback__)
+                    raise
             return [self._finish(state, schema) for state in states]
 
         def finished(batch: list[int], answers: list[Generation]) -> None:

@@ -87,7 +87,7 @@ def test_sigint_stops_promptly_with_valid_output(env, schema_file, tmp_path):
         started = time.monotonic()
         _, stderr = proc.communicate(timeout=30)
     assert time.monotonic() - started < 5
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr.decode()[-3000:]
     lines = out_path.read_text().splitlines()
     assert 0 < len(lines) < 20000
     assert all(json.loads(line)["label"] in ("spam", "ham") for line in lines)  # only whole lines
