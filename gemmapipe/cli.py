@@ -122,6 +122,7 @@ def run_options(f: Any) -> Any:
         click.option("--max-line-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, help="Longer lines become error records."),
         click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the input."),
         click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal]."),
+        click.option("--stats", "stats_path", type=click.Path(dir_okay=False, path_type=Path), help="When the run ends, write its counters (records, seconds, tokens, batch sizes, peak memory) to this file as JSON."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -273,6 +274,8 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
             errors_stream.close()
     engine.close()
     click.echo(f"gemmapipe: {summary.describe()}", err=True)
+    if options["stats_path"]:
+        write_stats(options["stats_path"], summary, engine)
     if summary.stopped_early == "interrupted":
         resume = f"; resume with: tail -n +{summary.next_line} INPUT | gemmapipe ..." if summary.next_line else ""
         click.echo(f"gemmapipe: interrupted; every line written is complete{resume}", err=True)
@@ -280,6 +283,19 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     if summary.stopped_early == "fail_fast":
         click.echo(f"gemmapipe: stopped at the first failed record (--fail-fast); next line: {summary.next_line}", err=True)
     return EXIT_RECORDS_FAILED if summary.failed else EXIT_OK
+
+
+def write_stats(path: Path, summary: Any, engine: Any) -> None:
+    """``--stats FILE``: the run's counters, the engine's layout and the process's peak memory, as one JSON object."""
+    import json
+    import resource
+
+    stats = {**summary.to_json(), "replicas": engine.replicas, "threads": engine.threads,
+             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    try:
+        path.write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"gemmapipe: cannot write --stats {path}: {exc.strerror}", err=True)
 
 
 def _cancel_handler(cancel: threading.Event):  # type: ignore[no-untyped-def]

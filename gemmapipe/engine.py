@@ -62,6 +62,8 @@ class Generation:
     prompt_tokens: int = 0
     output_tokens: int = 0
     repairs: int = 0
+    #: how many prompts were decoded together with this one (itself included); 0 if it never reached the model
+    batch_size: int = 0
 
     @property
     def ok(self) -> bool:
@@ -214,7 +216,7 @@ class Engine:
                     # stores it) it would outlive close() and be destroyed at interpreter exit, which aborts.
                     traceback.clear_frames(exc.__traceback__)
                     raise
-            return [self._finish(state, schema) for state in states]
+            return [self._finish(state, schema, len(batch)) for state in states]
 
         def finished(batch: list[int], answers: list[Generation]) -> None:
             for index, answer in zip(batch, answers):
@@ -242,9 +244,10 @@ class Engine:
                         finished(batch, future.result())
         return [r for r in results if r is not None]
 
-    def _finish(self, state: DecodeState, schema: CompiledSchema) -> Generation:
+    def _finish(self, state: DecodeState, schema: CompiledSchema, batch_size: int) -> Generation:
         text = self.tokenizer.decode(state.accepted)
-        counts = {"prompt_tokens": len(state.prompt_ids), "output_tokens": len(state.accepted), "repairs": state.repairs}
+        counts = {"prompt_tokens": len(state.prompt_ids), "output_tokens": len(state.accepted), "repairs": state.repairs,
+                  "batch_size": batch_size}
         if state.truncated:
             return Generation(
                 None,

@@ -50,7 +50,11 @@ class RunSummary:
     failed: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
     repairs: int = 0
+    prompt_tokens: int = 0
     output_tokens: int = 0
+    #: summed over the records that reached the model: the size of the batch each was decoded in
+    batch_members: int = 0
+    decoded: int = 0
     seconds: float = 0.0
     stopped_early: Literal["", "interrupted", "fail_fast", "output_closed"] = ""
     next_line: int | None = None
@@ -65,6 +69,17 @@ class RunSummary:
         if self.errors_by_type:
             text += "; errors: " + ", ".join(f"{k} {v}" for k, v in self.errors_by_type.most_common())
         return text
+
+    def to_json(self) -> dict[str, object]:
+        """The counters as a JSON object (``--stats FILE``)."""
+        return {
+            "records": self.total, "ok": self.ok, "failed": self.failed, "errors": dict(self.errors_by_type),
+            "seconds": round(self.seconds, 3),
+            "records_per_second": round(self.total / self.seconds, 3) if self.seconds > 0 else None,
+            "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens, "repairs": self.repairs,
+            "mean_batch_size": round(self.batch_members / self.decoded, 2) if self.decoded else None,
+            "stopped_early": self.stopped_early or None, "next_line": self.next_line,
+        }
 
 
 def run_task(
@@ -113,6 +128,13 @@ def run_task(
                     summary.next_line = window[0].line
                     break
                 generations = {r.line: g for r, g in zip(good, results)}
+            for generation in generations.values():
+                summary.prompt_tokens += generation.prompt_tokens
+                summary.output_tokens += generation.output_tokens
+                summary.repairs += generation.repairs
+                if generation.batch_size:
+                    summary.decoded += 1
+                    summary.batch_members += generation.batch_size
             for item in window:
                 error = item if isinstance(item, RecordError) else _as_error(item, generations[item.line])
                 if error is None:
@@ -120,8 +142,6 @@ def run_task(
                     generation = generations[item.line]
                     out.write(_result_line(item, generation, options.output))
                     summary.ok += 1
-                    summary.repairs += generation.repairs
-                    summary.output_tokens += generation.output_tokens
                 else:
                     errors.write(error.to_json())
                     summary.failed += 1

@@ -63,6 +63,21 @@ def test_adhoc_schema_run_with_good_and_bad_lines(gemmapipe_run, label_schema):
     assert "no trained adapter" in result.stderr
 
 
+def test_stats_file_counts_the_run(gemmapipe_run, label_schema, tmp_path):
+    stats_path = tmp_path / "stats.json"
+    lines = [json.dumps({"text": "word " * n}) for n in (1, 2, 3, 40, 41)] + ["{oops"]
+    result = gemmapipe_run(["classify", "-s", label_schema, "--stats", str(stats_path), "--batch-size", "2"],
+                           input="\n".join(lines) + "\n")
+    assert result.exit_code == 1
+    stats = json.loads(stats_path.read_text())
+    assert (stats["records"], stats["ok"], stats["failed"]) == (6, 5, 1)
+    assert stats["errors"] == {"invalid_json": 1}
+    assert stats["prompt_tokens"] > 5 * 10 and stats["output_tokens"] >= 5
+    # five prompts in batches of at most two: the short three make a batch of two and one alone, or so
+    assert 1 <= stats["mean_batch_size"] <= 2
+    assert stats["peak_rss_mb"] > 0 and stats["replicas"] >= 1
+
+
 def test_all_good_exits_zero_and_envelope_carries_ids(gemmapipe_run, label_schema):
     result = gemmapipe_run(["classify", "-s", label_schema, "--envelope"], input='{"id": 9, "text": "x"}\n{"text": "y"}\n')
     assert result.exit_code == 0
