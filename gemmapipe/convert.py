@@ -129,8 +129,20 @@ def transformers_to_ctranslate2(model_dir: Path, out_dir: Path, quantization: st
         str(out_dir), quantization=quantization, force=True
     )
     shutil.copy2(model_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    _write_token_bytes(out_dir)
     if output_ids is not None:
         (out_dir / OUTPUT_IDS_FILE).write_text(json.dumps(output_ids))
+
+
+def _write_token_bytes(model_dir: Path) -> None:
+    """Each token's bytes beside the tokenizer, for llguidance (see :data:`gemmapipe.tokenizer.TOKEN_BYTES_FILE`)."""
+    from tokenizers import Tokenizer
+
+    from .tokenizer import TOKEN_BYTES_FILE, save_token_bytes, token_bytes
+
+    tokens = token_bytes(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
+    if tokens is not None:
+        save_token_bytes(tokens, model_dir / TOKEN_BYTES_FILE)
 
 
 def _keep_output_rows(spec, output_ids: list[int]) -> None:  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ from .convert import OUTPUT_IDS_FILE
 from .decoding import DecodeState, decode_batch
 from .errors import SetupError
 from .grammar import CompiledSchema
+from .memory import release_free_memory
 from .models import BaseSource, ModelStore, check_compute_type
 from .prompts import Prompt
 from .tokenizer import GemmaTokenizer
@@ -42,10 +43,11 @@ DEFAULT_BATCH_SIZE = 16
 #: shortest prompt and feeds the rest of each longer one through decoding steps of the whole batch, one token a
 #: step: receipts of 170 to 900 tokens in batches of 16 ran slower than one at a time.
 MAX_PROMPT_SPREAD = 16
-#: The most prompt tokens a batch holds (see :func:`length_batches`). It bounds the memory a replica's prefill
-#: takes (two batches of 16 receipts at once peaked at 1.9 GB), and costs little speed: at receipt lengths a
-#: decoding step's cost per record hardly falls beyond 4 to 8 records a batch.
-MAX_BATCH_TOKENS = 4096
+#: The most prompt tokens a batch holds (see :func:`length_batches`): it bounds a replica's memory. CTranslate2
+#: holds ~250 KB per prompt token while it decodes a batch (its attention cache keeps Gemma 3's single key/value
+#: head copied for all 4 query heads, in float32). On 96 receipts, two replicas: 2,048 tokens a batch peaked at
+#: 1.7 GB and 0.78 records/s, 3,072 at 2.2 GB and 0.81, 4,096 at 2.4 GB and 0.84.
+MAX_BATCH_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -119,23 +121,36 @@ class Engine:
         self.compute_type = compute_type
         self.threads = threads or os.cpu_count() or 1
         self.replicas = max(1, min(replicas or self.threads, self.threads))
+        loaded: dict[str, Any] = {}
+
+        def load_generator() -> None:  # CTranslate2 loads without the GIL: overlap it with the tokenizer's load
+            try:
+                loaded["generator"] = ctranslate2.Generator(
+                    str(self.model_dir),
+                    device="cpu",
+                    compute_type=compute_type,
+                    inter_threads=self.replicas,
+                    intra_threads=max(1, self.threads // self.replicas),
+                )
+            except (RuntimeError, ValueError) as exc:
+                loaded["error"] = exc
+
+        loader = threading.Thread(target=load_generator, name="gemmapipe-load")
+        loader.start()
         try:
-            self.generator = ctranslate2.Generator(
-                str(self.model_dir),
-                device="cpu",
-                compute_type=compute_type,
-                inter_threads=self.replicas,
-                intra_threads=max(1, self.threads // self.replicas),
-            )
-        except (RuntimeError, ValueError) as exc:
+            self.tokenizer = GemmaTokenizer(self.model_dir / "tokenizer.json")
+        finally:
+            loader.join()
+        if "error" in loaded:
             raise SetupError(
-                f"cannot load the model in {self.model_dir}: {exc}",
+                f"cannot load the model in {self.model_dir}: {loaded['error']}",
                 "delete that cache folder and run `gemmapipe prepare` again",
-            ) from exc
-        self.tokenizer = GemmaTokenizer(self.model_dir / "tokenizer.json")
+            ) from loaded["error"]
+        self.generator = loaded["generator"]
         #: for a model that scores only a task's answer tokens: the tokenizer id of each output row
         output_ids = self.model_dir / OUTPUT_IDS_FILE
         self.output_ids = np.array(json.loads(output_ids.read_text()), dtype=np.int64) if output_ids.is_file() else None
+        release_free_memory()  # parsing tokenizer.json leaves ~190 MB of freed heap behind
         self._slots = threading.BoundedSemaphore(self.replicas)  # batches in flight, from any caller
 
     @classmethod
@@ -196,6 +211,9 @@ class Engine:
                 )
             else:
                 runnable.append(index)
+        if "guidance" not in self.tokenizer.__dict__:
+            self.tokenizer.guidance  # built on first use
+            release_free_memory()
         guidance = self.tokenizer.guidance
         lengths = [len(ids) for ids in encoded]
         batches = length_batches(lengths, runnable, batch_size, MAX_PROMPT_SPREAD, MAX_BATCH_TOKENS)

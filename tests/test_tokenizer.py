@@ -65,3 +65,26 @@ def test_a_gemma3_vocabulary_that_splits_text_otherwise_is_refused(gemmapipe_tin
     assert "splits text unlike Gemma 3's" in str(info.value) and "transformers>=5.18" in info.value.hint
     monkeypatch.setattr(tokenizer_module, "SPLIT_PROBE_IDS", hf.encode(tokenizer_module.SPLIT_PROBE, add_special_tokens=False).ids)
     assert GemmaTokenizer(path).hf.get_vocab_size() == hf.get_vocab_size()  # the same splitting is accepted
+
+
+def test_token_bytes_file_round_trips_and_refuses_a_mismatch(tmp_path):
+    from gemmapipe.tokenizer import load_token_bytes, save_token_bytes
+
+    tokens = [b"", b"a", b"\xff\x00", "é".encode(), b"<eos>"]
+    path = tmp_path / "tokens.bin"
+    save_token_bytes(tokens, path)
+    assert load_token_bytes(path, len(tokens)) == tokens
+    assert load_token_bytes(path, len(tokens) + 1) is None  # another vocabulary
+    path.write_bytes(path.read_bytes()[:-1])
+    assert load_token_bytes(path, len(tokens)) is None  # cut short
+    assert load_token_bytes(tmp_path / "missing.bin", 5) is None
+
+
+def test_a_prepared_model_keeps_its_token_bytes_for_llguidance(tiny_store):
+    from gemmapipe.tokenizer import TOKEN_BYTES_FILE, GemmaTokenizer, load_token_bytes, token_bytes
+
+    model_dir = tiny_store.ctranslate2_dir(None, "float32")
+    tokenizer = GemmaTokenizer(model_dir / "tokenizer.json")
+    saved = load_token_bytes(model_dir / TOKEN_BYTES_FILE, tokenizer.hf.get_vocab_size(with_added_tokens=True))
+    assert saved is not None and saved == token_bytes(tokenizer.hf)
+    assert tokenizer.guidance.vocab_size == len(saved)
