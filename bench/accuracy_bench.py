@@ -121,6 +121,9 @@ def main() -> None:
         print(f"  mean field exact match {report['mean_field_exact_match']:.1%}  " +
               "  ".join(f"{k} {v:.1%}" for k, v in report["field_exact_match"].items()))
         print(f"  mean character similarity {report['mean_field_similarity']:.1%}   whole-record exact match {report['record_exact_match']:.1%}")
+        if "micro_f1" in report:
+            print(f"  field values: precision {report['micro_precision']:.1%}  recall {report['micro_recall']:.1%}  F1 "
+                  f"{report['micro_f1']:.1%} (macro F1 {report['macro_f1']:.1%})")
         print(f"  schema-valid {report['schema_validity_rate']:.1%}   errors {report['errors_by_type'] or 0}   {report['records_per_second']:.2f} records/s")
         if "leaks" in report:
             leaks = report["leaks"]

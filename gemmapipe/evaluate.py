@@ -43,9 +43,15 @@ class EvalReport:
     task: str
     records: int = 0
     valid: int = 0
+    #: per field, over the records whose expected answer has that field (a null or empty value included): how
+    #: often the answer's value is the same (null, empty or left out all count as no value)
     field_exact_match: dict[str, float] = field(default_factory=dict)
     field_similarity: dict[str, float] = field(default_factory=dict)
+    #: how often the whole answer is the expected one: every field right, and no field the expected answer lacks
     record_exact_match: float = 0.0
+    #: per field (nested objects as ``a.b``), counts of values: right (``tp``), given but not expected or wrong
+    #: (``fp``), expected but missed or wrong (``fn``); a wrong value counts as both. Array items count one by one.
+    field_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     errors_by_type: dict[str, int] = field(default_factory=dict)
     #: for each field with string values, how often the expected value is a run of the record's input text (see
     #: :func:`is_run_of`): the most exact match a field copied from the input (``x-copy-from-input``) can reach
@@ -72,6 +78,21 @@ class EvalReport:
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
+    def field_scores(self) -> dict[str, dict[str, float]]:
+        """Per field: precision, recall and F1 of its values (see :attr:`field_counts`)."""
+        return {f: _prf(c["tp"], c["fp"], c["fn"]) for f, c in self.field_counts.items()}
+
+    @property
+    def micro(self) -> dict[str, float]:
+        """Precision, recall and F1 over the values of every field together."""
+        return _prf(*(sum(c[k] for c in self.field_counts.values()) for k in ("tp", "fp", "fn")))
+
+    @property
+    def macro_f1(self) -> float:
+        """The mean of the fields' F1."""
+        scores = [s["f1"] for s in self.field_scores().values()]
+        return sum(scores) / len(scores) if scores else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
@@ -82,6 +103,12 @@ class EvalReport:
             "field_similarity": self.field_similarity,
             "mean_field_similarity": self.mean_field_similarity,
             "record_exact_match": self.record_exact_match,
+            "field_scores": self.field_scores(),
+            "field_counts": self.field_counts,
+            "micro_precision": self.micro["precision"],
+            "micro_recall": self.micro["recall"],
+            "micro_f1": self.micro["f1"],
+            "macro_f1": self.macro_f1,
             "errors_by_type": self.errors_by_type,
             "field_in_text": self.field_in_text,
             "records_per_second": self.records_per_second,
@@ -100,35 +127,53 @@ def is_run_of(value: str, text: str, ignore_case: bool = False) -> bool:
 
 def score(task: str, expected: list[dict[str, Any]], generations: list[Generation], ignore_case: bool = False,
           seconds: float = 0.0, sources: list[str] | None = None) -> EvalReport:
-    """Per-field exact match over the fields of ``expected``; an error result counts as wrong on every field.
+    """Score answers against expected values, for any schema shape; an error result gives no value for any field.
 
-    For a classification task (one field) the field's exact match is the accuracy. ``field_similarity`` is the
-    mean character-level similarity per field (the measure for rewriting, where near misses matter); an error
-    result or a missing field scores 0. With ``sources`` (each record's input text), ``field_in_text`` says how
-    often each string field's expected value is a run of that text.
+    Fields are the expected and answered objects' keys, nested objects flattened to ``a.b``. A value that is null,
+    empty (``""``, ``[]``, ``{}``) or left out is *no value*. Per field:
+
+    - exact match over the records whose expected answer has the field (no value there must be answered with no
+      value); for a classification task (one field) it is the accuracy;
+    - precision, recall and F1 of the values (:attr:`EvalReport.field_counts`): a key the answer invents counts
+      against precision, a key it misses against recall; array items are matched as a multiset;
+    - ``field_similarity``: mean character-level similarity over the same records as exact match (the measure for
+      rewriting, where near misses matter); no value on both sides scores 1, an error 0.
+
+    ``record_exact_match`` needs every field right and no field the expected answer lacks. With ``sources`` (each
+    record's input text), ``field_in_text`` says how often each string field's expected value is a run of that text.
     """
     fields: list[str] = []
-    for item in expected:
-        fields += [k for k in item if k not in fields]
+    held: Counter[str] = Counter()
     hits: Counter[str] = Counter()
-    close: dict[str, float] = {f: 0.0 for f in fields}
+    close: Counter[str] = Counter()
+    counts: dict[str, Counter[str]] = {}
     whole = 0
     errors: Counter[str] = Counter()
     predictions: list[dict[str, Any]] = []
     for want, got in zip(expected, generations):
+        gold = _flatten(want)
+        answer = _flatten(got.value) if got.ok else {}
         if not got.ok:
             errors[got.error_type or "error"] += 1
-            predictions.append({"expected": want, "output": None, "error_type": got.error_type, "error": got.error,
-                                "exact": {f: False for f in want}})
-            continue
-        value = got.value if isinstance(got.value, dict) else {}
-        scores = {f: similarity(value[f], want[f], ignore_case) for f in want if f in value}
-        matched = [f for f, s in scores.items() if s == 1.0]  # similarity is 1.0 exactly when the normalised texts are equal
-        predictions.append({"expected": want, "output": got.value, "exact": {f: f in matched for f in want}})
-        hits.update(matched)
-        for f, s in scores.items():
-            close[f] += s
-        whole += len(matched) == len(want)
+        for f in dict.fromkeys([*gold, *answer]):
+            if f not in counts:
+                counts[f] = Counter(tp=0, fp=0, fn=0)
+                fields.append(f)
+            tp, fp, fn = _value_counts(gold.get(f), answer.get(f), ignore_case)
+            counts[f].update(tp=tp, fp=fp, fn=fn)
+        exact: dict[str, bool] = {}
+        for f in gold:
+            held[f] += 1
+            same = got.ok and _same(gold[f], answer.get(f), ignore_case)
+            exact[f] = same
+            hits[f] += same
+            close[f] += (1.0 if same else similarity(_or_empty(answer.get(f)), _or_empty(gold[f]), ignore_case)) if got.ok else 0.0
+        invented = [f for f in answer if f not in gold and _has_value(answer[f])]
+        whole += got.ok and all(exact.values()) and not invented
+        prediction: dict[str, Any] = {"expected": want, "output": got.value if got.ok else None, "exact": exact}
+        if not got.ok:
+            prediction.update(error_type=got.error_type, error=got.error)
+        predictions.append(prediction)
     n = len(expected)
     in_text: dict[str, float] = {}
     if sources is not None:
@@ -140,14 +185,66 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
         task=task,
         records=n,
         valid=sum(g.ok for g in generations),
-        field_exact_match={f: hits[f] / n if n else 0.0 for f in fields},
-        field_similarity={f: close[f] / n if n else 0.0 for f in fields},
+        field_exact_match={f: hits[f] / held[f] for f in fields if held[f]},
+        field_similarity={f: close[f] / held[f] for f in fields if held[f]},
         record_exact_match=whole / n if n else 0.0,
+        field_counts={f: dict(counts[f]) for f in fields},
         errors_by_type=dict(errors),
         field_in_text=in_text,
         seconds=seconds,
         predictions=predictions,
     )
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """An object's fields, nested objects as ``a.b`` (an empty nested object stays one field, with no value)."""
+    if not isinstance(value, dict):
+        return {} if not prefix else {prefix: value}
+    if not value and prefix:
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, sub in value.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(sub, dict) and sub:
+            out.update(_flatten(sub, path))
+        else:
+            out[path] = sub
+    return out
+
+
+def _has_value(value: Any) -> bool:
+    return value is not None and value != "" and value != [] and value != {}
+
+
+def _or_empty(value: Any) -> Any:
+    return value if _has_value(value) else ""
+
+
+def _items(value: Any, ignore_case: bool) -> Counter[str]:
+    """A value as a multiset of normalised items: an array's items, or the value itself; nothing for no value."""
+    if not _has_value(value):
+        return Counter()
+    return Counter(normalise(v, ignore_case) for v in (value if isinstance(value, list) else [value]))
+
+
+def _value_counts(want: Any, got: Any, ignore_case: bool) -> tuple[int, int, int]:
+    """(right, given but not expected, expected but not given) values of one field of one record."""
+    expected, answered = _items(want, ignore_case), _items(got, ignore_case)
+    right = sum((expected & answered).values())
+    return right, sum(answered.values()) - right, sum(expected.values()) - right
+
+
+def _same(want: Any, got: Any, ignore_case: bool) -> bool:
+    return _items(want, ignore_case) == _items(got, ignore_case)
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    if not tp + fp + fn:  # the field never had a value on either side: nothing was wrong
+        precision = recall = f1 = 1.0
+    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 def evaluate(task: Task, engine: Engine, data: list[tuple[str, dict[str, Any]]], batch_size: int = 16, ignore_case: bool = False,

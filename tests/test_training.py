@@ -239,7 +239,13 @@ def test_eval_puts_the_examples_in_every_prompt(gemmapipe_run, tmp_path, monkeyp
     common = ["eval", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--limit", "4", "--json"]
     result = gemmapipe_run(common + ["--no-adapter", "--examples", str(shots)])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["records"] == 4
+    report = json.loads(result.stdout)
+    assert report["records"] == 4
+    assert set(report["field_scores"]) == {"label"} and report["micro_f1"] == report["field_scores"]["label"]["f1"]
+    counts = report["field_counts"]["label"]
+    assert counts["tp"] + counts["fn"] == 4  # every record holds a label: found or missed
+    table = gemmapipe_run([c for c in common if c != "--json"] + ["--no-adapter", "--examples", str(shots)])
+    assert "precision / recall / F1" in table.stdout and "exact match: label" in table.stdout
     assert tasks[0].examples == (("free prize pills", {"label": "spam"}), DATA[1])
     assert "free prize pills" in "".join(p for p in tasks[0].prompt("hello") if isinstance(p, str))
     assert "1 of the --examples texts are also records of --data" in result.stderr

@@ -108,9 +108,15 @@ def register_commands(cli: click.Group) -> None:
         table = Table(title=f"{task.name} on {data} ({report.records} records)")
         table.add_column("metric")
         table.add_column("value", justify="right")
+        scores = report.field_scores()
         for name, value in report.field_exact_match.items():
-            table.add_row(f"exact match: {name}", f"{value:.1%}")
+            f1 = scores[name]
+            table.add_row(f"exact match: {name}", f"{value:.1%}  (P {f1['precision']:.1%} R {f1['recall']:.1%} F1 {f1['f1']:.1%})")
+        for name in [n for n in scores if n not in report.field_exact_match]:  # keys only answers had
+            table.add_row(f"invented: {name}", f"{report.field_counts[name]['fp']} values")
         table.add_row("mean field exact match" + (" (accuracy)" if len(report.field_exact_match) == 1 else ""), f"{report.mean_field_exact_match:.1%}")
+        micro = report.micro
+        table.add_row("field values: precision / recall / F1", f"{micro['precision']:.1%} / {micro['recall']:.1%} / {micro['f1']:.1%}")
         table.add_row("mean character similarity", f"{report.mean_field_similarity:.1%}")
         table.add_row("whole-record exact match", f"{report.record_exact_match:.1%}")
         table.add_row("schema-valid answers", f"{report.validity_rate:.1%}")
