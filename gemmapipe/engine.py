@@ -43,11 +43,14 @@ DEFAULT_BATCH_SIZE = 16
 #: shortest prompt and feeds the rest of each longer one through decoding steps of the whole batch, one token a
 #: step: receipts of 170 to 900 tokens in batches of 16 ran slower than one at a time.
 MAX_PROMPT_SPREAD = 16
-#: The most prompt tokens a batch holds (see :func:`length_batches`): it bounds a replica's memory. CTranslate2
-#: holds ~250 KB per prompt token while it decodes a batch (its attention cache keeps Gemma 3's single key/value
-#: head copied for all 4 query heads, in float32). On 96 receipts, two replicas: 2,048 tokens a batch peaked at
-#: 1.7 GB and 0.78 records/s, 3,072 at 2.2 GB and 0.81, 4,096 at 2.4 GB and 0.84.
-MAX_BATCH_TOKENS = 2048
+#: The most tokens a batch holds, prompts and answers (see :func:`length_batches`): it bounds a replica's memory.
+#: CTranslate2 holds ~250 KB per token while it decodes a batch (its attention cache keeps Gemma 3's single
+#: key/value head copied for all 4 query heads, in float32). Two replicas, 96 test records each: 1,536 tokens a batch
+#: peaked at 1.38 GB on receipts (0.68 records/s) and 1.35 GB on log lines; 2,048 at 1.58 GB (0.72) and 1.57 GB.
+#: Counting prompts only, 4,096 tokens a batch peaked at 2.4 GB on receipts (0.84 records/s).
+MAX_BATCH_TOKENS = 1536
+#: What an answer is expected to take until the engine has seen some (then: their mean), in tokens.
+FIRST_ANSWER_GUESS = 64
 
 
 @dataclass(frozen=True)
@@ -73,18 +76,34 @@ class Generation:
 
 
 def length_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int, spread: int,
-                   max_tokens: int | None = None) -> list[list[int]]:
+                   max_tokens: int | None = None, answer_tokens: int = 0) -> list[list[int]]:
     """``indices`` in batches of at most ``batch_size``, shortest prompts first, lengths within ``spread`` per batch,
-    and (if ``max_tokens`` is given) at most ``max_tokens`` prompt tokens per batch, counting each prompt as long as the
-    batch's longest (a longer prompt still runs, alone)."""
+    and (if ``max_tokens`` is given) at most ``max_tokens`` tokens per batch, counting each record as the batch's
+    longest prompt plus ``answer_tokens`` (a longer record still runs, alone)."""
     batches: list[list[int]] = []
     for index in sorted(indices, key=lambda i: lengths[i]):
         if (batches and len(batches[-1]) < max(1, batch_size) and lengths[index] - lengths[batches[-1][0]] <= spread
-                and (max_tokens is None or (len(batches[-1]) + 1) * lengths[index] <= max_tokens)):
+                and (max_tokens is None or (len(batches[-1]) + 1) * (lengths[index] + answer_tokens) <= max_tokens)):
             batches[-1].append(index)
         else:
             batches.append([index])
     return batches
+
+
+class _RunningMean:
+    """The mean of the values added so far (None before the first)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.count = 0
+
+    def add(self, value: int) -> None:
+        self.total += value
+        self.count += 1
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
 
 
 class _AnyEvent:
@@ -152,6 +171,7 @@ class Engine:
         self.output_ids = np.array(json.loads(output_ids.read_text()), dtype=np.int64) if output_ids.is_file() else None
         release_free_memory()  # parsing tokenizer.json leaves ~190 MB of freed heap behind
         self._slots = threading.BoundedSemaphore(self.replicas)  # batches in flight, from any caller
+        self._answer_tokens = _RunningMean()  # answers' lengths so far, to size the next batches
 
     @classmethod
     def load(
@@ -216,7 +236,8 @@ class Engine:
             release_free_memory()
         guidance = self.tokenizer.guidance
         lengths = [len(ids) for ids in encoded]
-        batches = length_batches(lengths, runnable, batch_size, MAX_PROMPT_SPREAD, MAX_BATCH_TOKENS)
+        expected_answer = min(max_new_tokens, round(self._answer_tokens.mean or FIRST_ANSWER_GUESS))
+        batches = length_batches(lengths, runnable, batch_size, MAX_PROMPT_SPREAD, MAX_BATCH_TOKENS, expected_answer)
         failed = threading.Event()  # one batch raised: stop the others (they raise Cancelled, which is dropped)
         stop = _AnyEvent(failed, cancel)
 
@@ -239,6 +260,7 @@ class Engine:
         def finished(batch: list[int], answers: list[Generation]) -> None:
             for index, answer in zip(batch, answers):
                 results[index] = answer
+                self._answer_tokens.add(answer.output_tokens)
             if on_progress is not None:
                 on_progress(sum(r is not None for r in results))
 

@@ -35,3 +35,4 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+

@@ -224,3 +224,6 @@ def test_batches_hold_prompts_of_about_the_same_length():
     assert length_batches(lengths, [], batch_size=4, spread=16) == []
     # at most 610 prompt tokens a batch, each prompt counted as long as the batch's longest; 900 runs alone
     assert length_batches(lengths, runnable, batch_size=16, spread=10_000, max_tokens=610) == [[1, 6, 4], [0, 2], [5], [7], [3]]
+    # answers count too: with 10 tokens expected for each, two receipts of 305 no longer fit
+    assert (length_batches(lengths, runnable, batch_size=16, spread=10_000, max_tokens=610, answer_tokens=10)
+            == [[1, 6, 4], [0], [2], [5], [7], [3]])
