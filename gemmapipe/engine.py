@@ -90,6 +90,31 @@ def length_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: i
     return batches
 
 
+def finish_generation(tokenizer: GemmaTokenizer, state: DecodeState, schema: CompiledSchema, batch_size: int) -> Generation:
+    """The :class:`Generation` of a decoded record: its value, or why there is none (any decoder's states)."""
+    text = tokenizer.decode(state.accepted)
+    counts = {"prompt_tokens": len(state.prompt_ids), "output_tokens": len(state.accepted), "repairs": state.repairs,
+              "batch_size": batch_size}
+    if state.truncated:
+        return Generation(
+            None,
+            text,
+            f"output truncated: the answer did not end within {state.limit} tokens",
+            "output_truncated",
+            **counts,
+        )
+    if state.grammar_error:
+        return Generation(None, text, f"grammar error: {state.grammar_error}", "grammar_error", **counts)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:  # the grammar should make this impossible; never pass it on
+        return Generation(None, text, f"the answer is not valid JSON: {exc}", "schema_violation", **counts)
+    problems = schema.errors(value)
+    if problems:
+        return Generation(None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts)
+    return Generation(value, text, **counts)
+
+
 class _RunningMean:
     """The mean of the values added so far (None before the first)."""
 
@@ -285,27 +310,7 @@ class Engine:
         return [r for r in results if r is not None]
 
     def _finish(self, state: DecodeState, schema: CompiledSchema, batch_size: int) -> Generation:
-        text = self.tokenizer.decode(state.accepted)
-        counts = {"prompt_tokens": len(state.prompt_ids), "output_tokens": len(state.accepted), "repairs": state.repairs,
-                  "batch_size": batch_size}
-        if state.truncated:
-            return Generation(
-                None,
-                text,
-                f"output truncated: the answer did not end within {state.limit} tokens",
-                "output_truncated",
-                **counts,
-            )
-        if state.grammar_error:
-            return Generation(None, text, f"grammar error: {state.grammar_error}", "grammar_error", **counts)
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:  # the grammar should make this impossible; never pass it on
-            return Generation(None, text, f"the answer is not valid JSON: {exc}", "schema_violation", **counts)
-        problems = schema.errors(value)
-        if problems:
-            return Generation(None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts)
-        return Generation(value, text, **counts)
+        return finish_generation(self.tokenizer, state, schema, batch_size)
 
     def close(self) -> None:
         """Release the model now (CTranslate2 may complain if it is still alive at interpreter exit)."""

@@ -39,14 +39,15 @@ from .models import BASE_MODEL_ID, ModelStore, adapter_files
 from .prompts import PROMPT_FORMAT
 from .tasks import Task, invalid_answers
 from .tokenizer import GemmaTokenizer
+from .training_plan import DEV_DECODE_RECORDS, advice, copy_advice, copy_rates, dev_metric, eval_interval, learning_rate_at, plan_steps
 
 TRIM_EVERY = 10  # steps between returns of freed heap memory to the OS (see memory.py)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = 2.0
-    learning_rate: float = 2e-4
+    epochs: float | None = None  # None: from the data's size (training_plan.plan_steps)
+    learning_rate: float = 2e-4  # the peak, after warm-up; cosine decay to a tenth of it (training_plan.learning_rate_at)
     batch_size: int = 8
     rank: int = 16
     alpha: int = 32
@@ -55,8 +56,8 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     checkpoint_every: int = 50
-    eval_every: int = 100
-    patience: int = 3
+    eval_every: int | None = None  # None: about eight dev checks a run (training_plan.eval_interval)
+    patience: int = 3  # dev checks without a better dev metric before the run stops
     swap_values: float = 0.0  # extract tasks: chance per field and epoch of a swapped value (see augment.py)
     precision: str = "auto"  # bf16 autocast or float32; see training_precision
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -169,23 +170,48 @@ def _batches(examples: list[Example], batch_size: int, rng: random.Random) -> li
     return batches
 
 
-#: Padded tokens one forward pass holds while training. A batch of long examples (receipts) runs in parts of at most
-#: this many tokens, whose gradients add up to the whole batch's, so the activations kept for the backward pass are
-#: bounded by this rather than by --batch-size times the longest example (bench/train_bench.py measures both).
-MICRO_BATCH_TOKENS = 2048
+#: Padded tokens one forward pass holds while training, not counting the prompt start the batch shares (see
+#: :func:`shared_prefix_length`). A batch of long examples (receipts) runs in parts of at most this many tokens, whose
+#: gradients add up to the whole batch's, so the activations kept for the backward pass (~1.3 MB a token in float32)
+#: are bounded by this rather than by --batch-size times the longest example (bench/train_bench.py measures both).
+MICRO_BATCH_TOKENS = 1024
+#: A shared prompt start shorter than this is run with the rest of each example (not worth a forward pass of its own).
+MIN_SHARED_PREFIX = 16
+#: Answer positions whose 262,144-wide output-layer scores exist at once (recomputed in the backward pass): without
+#: this, a batch of receipts (8 x 70 answer tokens) held ~0.6 GB per copy of its scores, and the loss makes several.
+LOSS_CHUNK = 128
 
 
-def micro_batches(batch: list[Example], max_tokens: int | None = None) -> list[list[Example]]:
-    """``batch`` in parts of at most ``max_tokens`` padded tokens (a longer example alone is a part of its own)."""
+def shared_prefix_length(batch: list[Example]) -> int:
+    """Tokens every prompt of ``batch`` starts with (the task's instruction, as a rule), leaving at least one token
+    of each prompt after it; 0 when fewer than :data:`MIN_SHARED_PREFIX` (or the batch is one example)."""
+    if len(batch) < 2:
+        return 0
+    first = batch[0].prompt
+    length = min(len(e.prompt) for e in batch) - 1
+    for e in batch[1:]:
+        same = 0
+        for a, b in zip(first[:length], e.prompt[:length]):
+            if a != b:
+                break
+            same += 1
+        length = same
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def micro_batches(batch: list[Example], max_tokens: int | None = None, shared: int = 0) -> list[list[Example]]:
+    """``batch`` in parts of at most ``max_tokens`` padded tokens (a longer example alone is a part of its own),
+    counting each example's tokens after the ``shared`` prompt start."""
     max_tokens = MICRO_BATCH_TOKENS if max_tokens is None else max_tokens
     parts: list[list[Example]] = [[]]
     longest = 0
     for example in sorted(batch, key=lambda e: e.length):
-        if parts[-1] and max(longest, example.length) * (len(parts[-1]) + 1) > max_tokens:
+        length = example.length - shared
+        if parts[-1] and max(longest, length) * (len(parts[-1]) + 1) > max_tokens:
             parts.append([])
             longest = 0
         parts[-1].append(example)
-        longest = max(longest, example.length)
+        longest = max(longest, length)
     return parts
 
 
@@ -194,7 +220,7 @@ def _backward(model, batch: list[Example], pad_id: int, device: str, autocast) -
     that loss. Each part's summed loss is divided by the whole batch's answer tokens, so the parts add up to its mean."""
     answer_tokens = sum(len(e.answer) for e in batch)
     total = 0.0
-    for part in micro_batches(batch):
+    for part in micro_batches(batch, shared=shared_prefix_length(batch)):
         with autocast:
             loss = _summed_loss(model, part, pad_id, device) / answer_tokens
         loss.backward()
@@ -202,31 +228,61 @@ def _backward(model, batch: list[Example], pad_id: int, device: str, autocast) -
     return total
 
 
-def _summed_loss(model, batch: list[Example], pad_id: int, device: str):  # type: ignore[no-untyped-def]
-    """Cross-entropy summed over answer tokens only, from the hidden states at answer positions."""
-    import torch
+def _cache_argument(module) -> str:  # type: ignore[no-untyped-def]
+    """The name transformers gives a forward pass's key/value cache (``cache`` since 5.2x, ``past_key_values`` before)."""
+    import inspect
 
-    length = max(e.length for e in batch)
+    return "cache" if "cache" in inspect.signature(type(module).forward).parameters else "past_key_values"
+
+
+def _summed_loss(model, batch: list[Example], pad_id: int, device: str):  # type: ignore[no-untyped-def]
+    """Cross-entropy summed over answer tokens only, from the hidden states at answer positions.
+
+    The prompt start all examples share (:func:`shared_prefix_length`) runs once, as a batch of one, and its keys and
+    values serve every example (autograd sums their gradients): the same loss and gradients as running it in every
+    row, at a fraction of the cost when the instruction is most of a short record's prompt (a schema of many fields)."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    base = model.get_base_model()
+    shared = shared_prefix_length(batch)
+    cache = None
+    if shared:
+        prefix = torch.tensor([batch[0].prompt[:shared]], device=device)
+        out = base.model(input_ids=prefix, use_cache=True)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        for layer in cache.layers:
+            layer.keys = layer.keys.expand(len(batch), -1, -1, -1)
+            layer.values = layer.values.expand(len(batch), -1, -1, -1)
+    length = max(e.length for e in batch) - shared
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), length), dtype=torch.long)
+    mask = torch.zeros((len(batch), shared + length), dtype=torch.long)
     rows, cols, targets = [], [], []
     for r, e in enumerate(batch):
-        seq = e.prompt + e.answer
+        seq = (e.prompt + e.answer)[shared:]
         ids[r, : len(seq)] = torch.tensor(seq)
-        mask[r, : len(seq)] = 1
+        mask[r, : shared + len(seq)] = 1
         for k, token in enumerate(e.answer):  # position predicting answer[k] is the one before it
             rows.append(r)
-            cols.append(len(e.prompt) + k - 1)
+            cols.append(len(e.prompt) - shared + k - 1)
             targets.append(token)
     ids, mask = ids.to(device), mask.to(device)
-    base = model.get_base_model()
-    hidden = base.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    hidden = base.model(input_ids=ids, attention_mask=mask, use_cache=cache is not None,
+                        **{_cache_argument(base.model): cache}).last_hidden_state
     picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-    logits = base.lm_head(picked).float()
+    targets_t = torch.tensor(targets, device=device)
     softcap = getattr(base.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device), reduction="sum")
+
+    def chunk_loss(states, wanted):  # type: ignore[no-untyped-def]
+        logits = base.lm_head(states).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return torch.nn.functional.cross_entropy(logits, wanted, reduction="sum")
+
+    if not torch.is_grad_enabled() or len(targets) <= LOSS_CHUNK:
+        return chunk_loss(picked, targets_t)
+    return sum(checkpoint(chunk_loss, picked[k : k + LOSS_CHUNK], targets_t[k : k + LOSS_CHUNK], use_reentrant=False)
+               for k in range(0, len(targets), LOSS_CHUNK))
 
 
 @contextmanager
@@ -255,6 +311,7 @@ def train(
     store: ModelStore,
     config: TrainConfig = TrainConfig(),
     on_step: Callable[[int, int, float], None] | None = None,
+    on_dev: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     init_adapter: Path | None = None,
     dev_data: list[tuple[str, dict[str, Any]]] | None = None,
@@ -312,7 +369,9 @@ def train(
         fingerprint["init_adapter"] = previous["sha256"]
     epoch_offset = previous["epochs_done"] if previous is not None else 0
 
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).to(device)
+    # Under bf16 autocast every product reads its weights in bfloat16 anyway: a bfloat16 copy of the frozen base is
+    # 0.54 GB instead of 1.07 (the LoRA weights and the optimiser stay float32; peft makes them so).
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.bfloat16 if precision == "bf16" else torch.float32).to(device)
     checkpoint = out_dir / "checkpoint"
     state = _load_state(checkpoint, fingerprint)
     if state is not None:
@@ -322,11 +381,11 @@ def train(
         for parameter in model.parameters():  # the committed adapters are bf16; the optimiser needs float32
             if parameter.requires_grad:
                 parameter.data = parameter.data.float()
-        state = {"step": 0, "best_dev_loss": None, "bad_evals": 0, "history": []}
+        state = _fresh_state()
     else:
         lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules))
         model = get_peft_model(model, lora)
-        state = {"step": 0, "best_dev_loss": None, "bad_evals": 0, "history": []}
+        state = _fresh_state()
     # An exported adapter names its base google/gemma-3-270m; saving a checkpoint with that name would make PEFT ask
     # the Hub whether the base's vocabulary changed. The base is the local folder, whatever the adapter says.
     model.peft_config["default"].base_model_name_or_path = str(base_dir)
@@ -334,7 +393,14 @@ def train(
     if (checkpoint / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    total = config.max_steps or max(1, int(steps_per_epoch * config.epochs))
+    total, planned_epochs = plan_steps(len(train_set), config.batch_size, config.epochs, config.max_steps)
+    eval_every = config.eval_every or eval_interval(total)
+    if config.epochs is None and not config.max_steps and state["step"] == 0:
+        store.notify(f"{len(train_set)} training records, {len(dev_set)} dev records: up to {total} steps "
+                     f"({planned_epochs:.1f} epochs; --epochs sets it), dev checks every {eval_every} steps")
+    # the dev records whose answers are decoded at each check (as the engine would: greedy, under the grammar)
+    dev_decoded = dev_data[:DEV_DECODE_RECORDS] if dev_set else []
+    answer_limit = min(task.max_new_tokens or 256, max(len(e.answer) for e in train_set + dev_set) + 16)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     pad_id = tokenizer.hf.token_to_id("<pad>") or 0
     best_dir = out_dir / "best"
@@ -352,7 +418,7 @@ def train(
                                              swap_values(train_data, task.schema, swap_rng, config.swap_values), config.max_tokens)
             epoch_batches = _batches(epoch_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
         loss = _backward(model, epoch_batches[position % len(epoch_batches)], pad_id, device, autocast)
-        lr = config.learning_rate * min(1.0, (step + 1) / 20) * max(0.0, 1 - step / total) if total > 20 else config.learning_rate
+        lr = learning_rate_at(step, total, config.learning_rate)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()
@@ -364,15 +430,20 @@ def train(
         if step % TRIM_EVERY == 0:
             release_free_memory()
         stop_early = False
-        if dev_set and (step % config.eval_every == 0 or step == total):
-            dev_loss = evaluate_loss(model, dev_set, pad_id, device, config.batch_size, precision)
-            state.setdefault("dev", []).append([step, dev_loss])
-            if state["best_dev_loss"] is None or dev_loss < state["best_dev_loss"]:
-                state["best_dev_loss"], state["bad_evals"] = dev_loss, 0
+        if dev_set and (step % eval_every == 0 or step == total):
+            check = _dev_check(model, task, tokenizer, dev_set, dev_decoded, answer_limit, pad_id, device, config.batch_size,
+                               precision)
+            check["step"] = step
+            state["dev"].append(check)
+            best = state["best"]
+            if best is None or (check["value"], -check["loss"]) > (best["value"], -best["loss"]):
+                state["best"], state["bad_evals"] = check, 0
                 model.save_pretrained(str(best_dir))
             else:
                 state["bad_evals"] += 1
                 stop_early = state["bad_evals"] >= config.patience
+            if on_dev is not None:
+                on_dev(check)
         interrupted = should_stop is not None and should_stop()
         state["train_seconds"] = state.get("train_seconds", 0.0) + (time.monotonic() - started)
         started = time.monotonic()
@@ -384,6 +455,11 @@ def train(
     if not best_dir.exists():  # no dev set, so no best-so-far: the last weights are the result
         model.save_pretrained(str(best_dir))
     export_adapter(best_dir, out_dir, BASE_MODEL_ID if store.base.path is None else None)
+    best = state["best"]
+    rates = copy_rates(task.schema, train_data) if task.kind == "extract" else {}
+    final_loss = state["history"][-1] if state["history"] else None
+    notes = advice(state["dev"], best["step"] if best else None, state["bad_evals"] >= config.patience, config.patience,
+                   final_loss, best["errors"] if best else 0) + copy_advice(task.schema, rates)
     metadata = {
         "task": task.name,
         "kind": task.kind,
@@ -401,8 +477,16 @@ def train(
         "hyperparameters": asdict(config),
         "steps": step,
         "complete": step >= total or bool(state.get("bad_evals", 0) >= config.patience),
-        "metrics": {"final_train_loss": state["history"][-1] if state["history"] else None,
-                    "best_dev_loss": state["best_dev_loss"], "dev_curve": state.get("dev", [])},
+        "planned_steps": total,
+        "metrics": {"final_train_loss": final_loss,
+                    "best_dev_loss": best["loss"] if best else None,
+                    "best_step": best["step"] if best else None,
+                    "dev_metric": best["metric"] if best else None,  # field F1, accuracy or similarity
+                    "best_dev_metric": best["value"] if best else None,
+                    "dev_decoded_records": len(dev_decoded),
+                    "dev_curve": state["dev"]},  # one {step, loss, metric, value, exact, errors} per dev check
+        "copy_rates": rates,  # extract tasks: per string field, how often its training labels are runs of the text
+        "advice": notes,
         "train_seconds": round(state.get("train_seconds", 0.0), 3),  # over every run that resumed this one
         "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 3) if step else None,
         "device": device,
@@ -415,6 +499,31 @@ def train(
             metadata["train_seconds_total"] = round(previous["train_seconds"] + metadata["train_seconds"], 1)
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2))
     return metadata
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {"step": 0, "best": None, "bad_evals": 0, "history": [], "dev": []}
+
+
+def _dev_check(model, task: Task, tokenizer: GemmaTokenizer, dev_set: list[Example],  # type: ignore[no-untyped-def]
+               decoded: list[tuple[str, Any]], answer_limit: int, pad_id: int, device: str, batch_size: int,
+               precision: str) -> dict[str, Any]:
+    """One dev check: the loss over every dev example, and the dev metric of the answers decoded for ``decoded``
+    (:func:`gemmapipe.training_plan.dev_metric`)."""
+    import torch
+
+    from .evaluate import score
+    from .torch_decoding import decode
+
+    loss = evaluate_loss(model, dev_set, pad_id, device, batch_size, precision)
+    # without autocast: under it every small LoRA product casts its weights to bfloat16 first, and a decoding step is
+    # hundreds of such products (3x the time for the same answers; the base is bfloat16 there anyway)
+    with torch.no_grad():
+        answers = decode(model, tokenizer, task, [text for text, _ in decoded], answer_limit, batch_size=16)
+    report = score(task.name, [want for _, want in decoded], answers)
+    metric = dev_metric(task.kind, report)
+    return {"loss": loss, "metric": metric.name, "value": metric.value, "exact": report.record_exact_match,
+            "errors": report.records - report.valid}
 
 
 def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
@@ -506,7 +615,8 @@ def evaluate_loss(model, examples: list[Example], pad_id: int, device: str, batc
     total, count = 0.0, 0
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for k in range(0, len(examples), batch_size):
-            for part in micro_batches(examples[k : k + batch_size]):
+            batch = examples[k : k + batch_size]
+            for part in micro_batches(batch, shared=shared_prefix_length(batch)):
                 total += float(_summed_loss(model, part, pad_id, device))
                 count += sum(len(e.answer) for e in part)
     model.train()

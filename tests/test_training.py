@@ -352,7 +352,7 @@ def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
     config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.0, eval_every=2)
     metadata = train(TASK, DATA, tmp_path / "d", tiny_store, config, dev_data=dev)
     assert metadata["train_examples"] == len(DATA) and metadata["dev_examples"] == len(dev)  # all the data trains
-    assert [step for step, _ in metadata["metrics"]["dev_curve"]] == [2, 4] and metadata["dev_data_sha256"]
+    assert [check["step"] for check in metadata["metrics"]["dev_curve"]] == [2, 4] and metadata["dev_data_sha256"]
     with pytest.raises(GemmapipeError, match="dev fraction and a dev data file"):
         train(TASK, DATA, tmp_path / "e", tiny_store, TrainConfig(max_steps=1, rank=4, alpha=8, dev_fraction=0.25), dev_data=dev)
     schema, data, dev_file = tmp_path / "label.json", tmp_path / "data.jsonl", tmp_path / "dev.jsonl"
@@ -445,3 +445,98 @@ def test_threads_option_sets_torch_threads_for_the_run_only(gemmapipe_run, tmp_p
     refused = gemmapipe_run(["train", "--schema", str(schema), "--kind", "classify", "--data", str(data), "--out", str(tmp_path / "b"),
                              "--threads", "0"])
     assert refused.exit_code == 2 and "--threads" in refused.stderr
+
+
+def _random_lora(tiny_store, seed: int = 3):  # type: ignore[no-untyped-def]
+    """The tiny base model with a random LoRA (its B not zero, so the adapter changes the output), float32."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_store.base_dir()), dtype=torch.float32)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=list(TrainConfig().target_modules), init_lora_weights=False))
+
+
+def test_the_shared_prompt_start_runs_once_with_the_same_loss_and_gradients(tiny_store, monkeypatch):
+    """The instruction every prompt starts with runs as a batch of one whose keys and values serve every row; the
+    answer scores run in chunks. Loss and LoRA gradients are those of running every row whole."""
+    import torch
+
+    import gemmapipe.training as training
+    from gemmapipe.tokenizer import GemmaTokenizer
+
+    task = Task("tiny-long", "classify", SCHEMA, "Classify each message as spam or ham, reading every word of it carefully first.")
+    tokenizer = GemmaTokenizer(tiny_store.base_dir() / "tokenizer.json")
+    batch = training.build_examples(task, tokenizer, [(t + " x" * (i % 4), e) for i, (t, e) in enumerate(DATA[:6])], 1024)
+    shared = training.shared_prefix_length(batch)
+    assert shared >= training.MIN_SHARED_PREFIX and all(shared < len(e.prompt) for e in batch)
+    model = _random_lora(tiny_store)
+
+    def loss_and_grads():  # type: ignore[no-untyped-def]
+        loss = training._summed_loss(model, batch, 0, "cpu")
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]).clone()
+        model.zero_grad()
+        return float(loss.detach()), grads
+
+    def close(a, b) -> bool:  # type: ignore[no-untyped-def]
+        return float((a - b).norm() / b.norm()) < 1e-5
+
+    shared_loss, shared_grads = loss_and_grads()
+    monkeypatch.setattr(training, "MIN_SHARED_PREFIX", 10**9)  # every row runs its whole prompt
+    monkeypatch.setattr(training, "LOSS_CHUNK", 10**9)  # all answer scores at once
+    whole_loss, whole_grads = loss_and_grads()
+    assert shared_loss == pytest.approx(whole_loss, rel=1e-5)
+    assert close(shared_grads, whole_grads) and whole_grads.abs().sum() > 0
+    monkeypatch.setattr(training, "LOSS_CHUNK", 3)  # chunks of 3 answer tokens, recomputed in the backward pass
+    chunked_loss, chunked_grads = loss_and_grads()
+    assert chunked_loss == pytest.approx(whole_loss, rel=1e-5) and close(chunked_grads, whole_grads)
+
+
+def test_a_prompt_start_is_shared_only_when_long_enough():
+    from gemmapipe.training import MIN_SHARED_PREFIX, Example, shared_prefix_length
+
+    start = list(range(100, 100 + MIN_SHARED_PREFIX))
+    batch = [Example(start + [1, 2], [9]), Example(start + [1, 3, 4], [9]), Example(start + [5], [9])]
+    assert shared_prefix_length(batch) == MIN_SHARED_PREFIX
+    assert shared_prefix_length(batch[:2]) == MIN_SHARED_PREFIX + 1  # [1] too, one token of each prompt left
+    assert shared_prefix_length([Example(start[:-1] + [1], [9]), Example(start[:-1] + [2], [9])]) == 0  # too short
+    assert shared_prefix_length(batch[:1]) == 0  # nothing to share
+
+
+def test_torch_decoding_answers_as_the_engine_does(tiny_store, tiny_engine):
+    """The dev answers that pick a checkpoint: schema-valid from a random model, and the engine's answers."""
+    from gemmapipe.tokenizer import GemmaTokenizer
+    from gemmapipe.torch_decoding import decode
+    from transformers import AutoModelForCausalLM
+
+    import torch
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_store.base_dir()), dtype=torch.float32)
+    tokenizer = GemmaTokenizer(tiny_store.base_dir() / "tokenizer.json")
+    schema = {"type": "object", "properties": {"name": {"type": ["string", "null"], "maxLength": 12}, "n": {"type": "integer"},
+                                               "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3}},
+              "required": ["name", "n", "tags"], "additionalProperties": False}
+    texts = [t for t, _ in DATA[:6]]
+    for task in (TASK, Task("tiny-extract", "extract", schema, "Extract.")):
+        answers = decode(model, tokenizer, task, texts, max_new_tokens=40, batch_size=4)
+        valid = [a for a in answers if a.ok]
+        assert len(answers) == len(texts) and all(task.compiled.errors(a.value) == [] for a in valid)
+        truncated = [a for a in answers if a.error_type == "output_truncated"]
+        assert len(valid) + len(truncated) == len(texts)  # a random model may ramble up to the limit, nothing else
+        engine = tiny_engine.generate([task.prompt(t) for t in texts], task.compiled, max_new_tokens=40, sources=texts)
+        same = sum(a.text == b.text for a, b in zip(answers, engine))
+        assert same >= len(texts) - 1, [(a.text, b.text) for a, b in zip(answers, engine)]
+
+
+def test_training_keeps_the_checkpoint_with_the_best_dev_metric_and_stops_when_it_stalls(tiny_store, tmp_path):
+    config = TrainConfig(max_steps=10, batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=1, patience=2, learning_rate=0.0)
+    checks = []
+    metadata = train(TASK, DATA, tmp_path / "s", tiny_store, config, on_dev=checks.append)
+    assert metadata["steps"] == 3 and metadata["complete"]  # nothing learns at rate 0: best at step 1, then 2 checks without gain
+    metrics = metadata["metrics"]
+    assert metrics["dev_metric"] == "accuracy" and metrics["best_step"] == 1 and metrics["dev_decoded_records"] == 6
+    assert [c["step"] for c in metrics["dev_curve"]] == [1, 2, 3] == [c["step"] for c in checks]
+    assert all(0.0 <= c["value"] <= 1.0 and c["loss"] > 0 for c in checks)
+    assert "at step 1" in metadata["advice"][0] and "stopped improving" in metadata["advice"][1]

@@ -132,9 +132,10 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--kind", default="extract", show_default=True, help="Kind of the ad-hoc schema.")
     @click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True, help='Training JSONL: {"text", "expected"} per line.')
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Adapter folder to write (resumes if it holds a checkpoint).")
-    @click.option("--epochs", type=float, default=2.0, show_default=True)
+    @click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None,
+                  help="Passes over the data.  [default: from its size: about 300 steps, 1 to 8 epochs; early stopping may end sooner]")
     @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
-    @click.option("--learning-rate", type=float, default=2e-4, show_default=True)
+    @click.option("--learning-rate", type=float, default=2e-4, show_default=True, help="Peak learning rate (after warm-up; cosine decay after).")
     @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
     @click.option("--rank", type=click.IntRange(1), default=None, help="LoRA rank.  [default: 16, or the --init-adapter's]")
     @click.option("--init-adapter", type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -152,9 +153,11 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--threads", type=click.IntRange(1), default=None,
                   help="CPU threads for torch [default: all cores]; give each of two trainings on one machine half of them.")
     @click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
-    @click.option("--eval-every", type=click.IntRange(1), default=100, show_default=True)
+    @click.option("--eval-every", type=click.IntRange(1), default=None,
+                  help="Steps between dev checks (dev loss, and the dev metric of up to 64 decoded dev answers).  [default: about 8 checks a run]")
+    @click.option("--patience", type=click.IntRange(1), default=3, show_default=True, help="Dev checks without a better dev metric before training stops.")
     @click.pass_obj
-    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, dev_data, max_tokens, swap_values, precision, seed, threads, checkpoint_every, eval_every) -> None:  # type: ignore[no-untyped-def]
+    def train(obj: dict[str, Any], task_name, schema, kind, data, out, epochs, max_steps, learning_rate, batch_size, rank, init_adapter, dev_fraction, dev_data, max_tokens, swap_values, precision, seed, threads, checkpoint_every, eval_every, patience) -> None:  # type: ignore[no-untyped-def]
         """Fine-tune a LoRA adapter of Gemma 3 270M for a task (CPU; a GPU if torch sees one).
 
         Ctrl-C saves a checkpoint; run the same command again to resume. --init-adapter continues an adapter
@@ -176,7 +179,7 @@ def register_commands(cli: click.Group) -> None:
             dev_fraction = 0.0  # the default fraction gives way to a dev file; a fraction given too is train()'s error
         config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, dev_fraction=dev_fraction,
                              max_tokens=max_tokens, swap_values=swap_values, precision=precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
-                             eval_every=eval_every, **lora)
+                             eval_every=eval_every, patience=patience, **lora)
         stop = {"requested": False}
 
         def on_sigint(signum: int, frame: object) -> None:
@@ -191,14 +194,18 @@ def register_commands(cli: click.Group) -> None:
             task = _task(obj, task_name, schema, kind, None)
             with torch_threads(threads):
                 metadata = run_training(task, read_labelled(data), out, ModelStore(obj["cache_dir"], obj["base"]), config,
-                                        on_step=progress.update, should_stop=lambda: stop["requested"], init_adapter=init_adapter,
+                                        on_step=progress.update, on_dev=progress.dev_check, should_stop=lambda: stop["requested"], init_adapter=init_adapter,
                                         dev_data=read_labelled(dev_data) if dev_data is not None else None)
         except GemmapipeError as exc:
             _fail(exc)
         finally:
             signal.signal(signal.SIGINT, previous)
             progress.close()
-        click.echo(f"gemmapipe: adapter written to {out} ({metadata['steps']} steps, best dev loss {metadata['metrics']['best_dev_loss']})", err=True)
+        minutes = metadata["train_seconds"] / 60
+        click.echo(f"gemmapipe: adapter written to {out} ({metadata['steps']} steps, {metadata['epochs_total']:.1f} epochs, "
+                   f"{minutes:.1f} min)", err=True)
+        for line in metadata["advice"]:
+            click.echo(f"gemmapipe: {line}", err=True)
         if stop["requested"]:
             click.echo("gemmapipe: interrupted; run the same command again to resume from the checkpoint", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -229,6 +236,14 @@ class _TrainProgress:
                 done, since = step - self.first[0], time.monotonic() - self.first[1]
                 eta = f", about {since / done * (total - step) / 60:.0f} min left" if done > 0 else ""
                 click.echo(f"gemmapipe: step {step}/{total} loss {loss:.4f}{eta}", err=True)
+
+    def dev_check(self, check: dict[str, Any]) -> None:
+        line = (f"gemmapipe: dev check at step {check['step']}: {check['metric']} {check['value']:.1%}, whole answers right "
+                f"{check['exact']:.1%}, dev loss {check['loss']:.4f}")
+        if self.bar is not None:
+            self.bar.console.print(line, highlight=False)
+        else:
+            click.echo(line, err=True)
 
     def close(self) -> None:
         if self.bar is not None:

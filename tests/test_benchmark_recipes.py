@@ -1,0 +1,83 @@
+"""The training benchmark's dataset recipes on hand-made miniatures: recipes/snips_slots.py, recipes/banking77_few_shot.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import jsonschema
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def load_recipe(name: str = "snips_slots"):  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(RECIPES))
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def utterance(*chunks):  # type: ignore[no-untyped-def]
+    return {"data": [{"text": c} if isinstance(c, str) else {"text": c[0], "entity": c[1]} for c in chunks]}
+
+
+def metrics(intent: str, size: str, precision: float, recall: float) -> dict:
+    return {"intents": {intent: {"slots": {"city": {"precision": {size: [precision]}, "recall": {size: [recall]}, "rate": 3},
+                                          "timeRange": {"precision": {size: [float("nan")]}, "recall": {size: [0.0]}, "rate": 1}}}}}
+
+
+def write_benchmark(root: Path, recipe) -> None:  # type: ignore[no-untyped-def]
+    for intent in recipe.INTENTS:
+        folder = root / recipe.FOLDER / intent
+        folder.mkdir(parents=True)
+        weather = [utterance("Weather in ", ("Paris", "city"), " ", ("tomorrow", "timeRange"), "?"),
+                   utterance("Is it ", ("hot", "condition_temperature"), " in ", ("Oslo", "city"), ", ", ("Norway", "country")),
+                   utterance("forecast ", ("near", "spatial_relation"), " ", ("here", "current_location"))]
+        other = [utterance("play ", ("Abba", "artist"), " and ", ("Queen", "artist"), " on ", ("Spotify", "service"))]
+        train = weather if intent == "GetWeather" else other
+        for name, records in {f"train_{intent}.json": train, f"train_{intent}_full.json": train + [utterance("sunny in ", ("Rome", "city"))],
+                              f"validate_{intent}.json": train[:1]}.items():
+            (folder / name).write_text(json.dumps({intent: records}), encoding="utf-8")
+        (folder / "Snips_metrics_full.json").write_text(json.dumps(metrics(intent, "1999", 1.0, 0.5)))
+        (folder / "Snips_metrics.json").write_text(json.dumps(metrics(intent, "70", 0.5, 0.5)))
+
+
+def test_the_recipe_writes_schema_valid_records_and_the_reference(tmp_path):
+    recipe = load_recipe()
+    write_benchmark(tmp_path / "src", recipe)
+    recipe.build(tmp_path / "src", tmp_path / "out", weather_train=3)
+    for name in ("slots", "weather"):
+        schema = json.loads((tmp_path / "out" / name / "schema.json").read_text())
+        for part in ("train", "test"):
+            for line in (tmp_path / "out" / name / f"{part}.jsonl").read_text().splitlines():
+                jsonschema.validate(json.loads(line)["expected"], schema)
+    slots = [json.loads(line) for line in (tmp_path / "out" / "slots" / "train.jsonl").read_text().splitlines()]
+    assert {"text": "play Abba and Queen on Spotify", "expected": {"artist": "Abba", "service": "Spotify"}} in slots  # first of two
+    assert {"text": "Weather in Paris tomorrow?", "expected": {"city": "Paris", "timeRange": "tomorrow"}} in slots
+    weather = [json.loads(line) for line in (tmp_path / "out" / "weather" / "train.jsonl").read_text().splitlines()]
+    assert len(weather) == 3  # the full file less the test utterance
+    assert {"text": "Is it hot in Oslo, Norway", "expected": {"location": "Oslo Norway", "location_kind": "city", "time": None,
+                                                              "condition": "hot", "spatial_relation": None}} in weather
+    reference = json.loads((tmp_path / "out" / "slots" / "reference.json").read_text())
+    assert reference["value"] == round((3 * (2 / 3) + 1 * 0.0) / 4, 4)  # city F1 2/3 three times, timeRange 0 (NaN precision)
+    assert "37.5% with 70" in reference["source"]  # city F1 0.5 three times, timeRange 0
+
+
+def test_the_few_shot_split_takes_as_many_records_of_each_label(tmp_path):
+    recipe = load_recipe("banking77_few_shot")
+    source = tmp_path / "banking77"
+    source.mkdir()
+    labels = ["a", "b", "c"]
+    for part, count in (("train", 5), ("test", 3)):
+        lines = [json.dumps({"id": f"{part}-{label}{i}", "text": f"{label} {i}", "expected": {"intent": label}})
+                 for label in labels for i in range(count)]
+        (source / f"{part}.jsonl").write_text("\n".join(lines) + "\n")
+    (source / "schema.json").write_text(json.dumps({"type": "object", "properties": {"intent": {"enum": labels}}}))
+    recipe.build(tmp_path / "out", train_per_label=2, test_per_label=0, dataset=source)
+    train = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    test = (tmp_path / "out" / "test.jsonl").read_text().splitlines()
+    assert sorted(r["expected"]["intent"] for r in train) == ["a", "a", "b", "b", "c", "c"] and len(test) == 9  # 0: all
+    assert set(train[0]) == {"text", "expected"} and (tmp_path / "out" / "kind").read_text().strip() == "classify"
