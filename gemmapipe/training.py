@@ -47,7 +47,7 @@ TRIM_EVERY = 10  # steps between returns of freed heap memory to the OS (see mem
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: float | None = None  # None: from the data's size (training_plan.plan_steps)
-    learning_rate: float = 2e-4  # the peak, after warm-up; cosine decay to a tenth of it (training_plan.learning_rate_at)
+    learning_rate: float = 8e-4  # the peak, after warm-up; cosine decay to a tenth of it (training_plan.learning_rate_at)
     batch_size: int = 8
     rank: int = 16
     alpha: int = 32

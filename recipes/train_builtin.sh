@@ -38,6 +38,9 @@
 # schema: dev split 89.5 % against 88.7 % (built-in), 87.9 % and 87.1 % (the two before); the dev receipts renamed to
 # other shops of recipes/sroie_renamed_dev.py (93) 84.7 % against 86.0 % (company 82.8 against 89.2), and on other
 # draws of the same kind 87.1 % against 89.8 % (company 89.2 against 94.6). Not kept: it copies new names less well.
+# The adapters above were trained before 2026-12-04, with a linear warm-up and decay and early stopping on the dev
+# loss; train now warms up, decays along a cosine and keeps the checkpoint with the best dev metric (decoded answers),
+# so these commands give close adapters, not the same ones.
 set -eu
 cd "$(dirname "$0")/.."
 DATASETS=${DATASETS:-../shared/datasets}

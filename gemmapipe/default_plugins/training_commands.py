@@ -135,7 +135,7 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None,
                   help="Passes over the data.  [default: from its size: about 300 steps, 1 to 8 epochs; early stopping may end sooner]")
     @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
-    @click.option("--learning-rate", type=float, default=2e-4, show_default=True, help="Peak learning rate (after warm-up; cosine decay after).")
+    @click.option("--learning-rate", type=float, default=8e-4, show_default=True, help="Peak learning rate (after warm-up; cosine decay after).")
     @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
     @click.option("--rank", type=click.IntRange(1), default=None, help="LoRA rank.  [default: 16, or the --init-adapter's]")
     @click.option("--init-adapter", type=click.Path(file_okay=False, exists=True, path_type=Path),
