@@ -99,8 +99,13 @@ def copy_advice(schema: dict[str, Any], rates: dict[str, float]) -> list[str]:
                  f"all of {len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {min(rates[f] for f in copyable):.0%} or more"
                  if len(copyable) == len(rates) else
                  f"{len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {min(rates[f] for f in copyable):.0%} or more")
-        lines.append(f"labels that are runs of the text: {shown}. Mark these fields \"{COPY_KEYWORD}\": true in the schema "
-                     "and decoding can only copy them from each record's text, never invent them (the adapter need not be retrained)")
+        copy_ready = set(schema.get("required") or []) == set(properties) and schema.get("additionalProperties") is False
+        how = (f"Mark these fields \"{COPY_KEYWORD}\": true in the schema and decoding can only copy them from each record's "
+               "text, never invent them (the adapter need not be retrained)" if copy_ready else
+               f"Decoding could copy them from each record's text (\"{COPY_KEYWORD}\": true), but only in a schema whose fields "
+               "are all required and no others allowed: a field that may be absent would be required and nullable "
+               "(\"type\": [\"string\", \"null\"]), which changes the answers, so the adapter would be trained again")
+        lines.append(f"labels that are runs of the text: {shown}. {how}")
     rare = [f for f, r in rates.items() if r < 0.5]
     if rare:
         lines.append("labels mostly not found in the text: " + ", ".join(f"{f} {rates[f]:.0%}" for f in rare)

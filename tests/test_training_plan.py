@@ -61,7 +61,9 @@ def test_copy_rates_count_labels_that_are_runs_of_the_text():
     rates = copy_rates(SCHEMA, data)
     assert rates == {"name": 1.0, "city": 0.5, "code": 0.0, "copied": 1.0}  # null and empty values are not counted
     lines = copy_advice(SCHEMA, rates)
-    assert "name 100%" in lines[0] and "copied" not in lines[0] and "x-copy-from-input" in lines[0]  # already copied
+    assert "name 100%" in lines[0] and "copied" not in lines[0] and "only in a schema whose fields are all required" in lines[0]
+    ready = {**SCHEMA, "required": list(SCHEMA["properties"]), "additionalProperties": False}  # x-copy-from-input allowed
+    assert "Mark these fields" in copy_advice(ready, rates)[0]
     assert "code 0%" in lines[1] and "city" not in lines[1]
     many = {f"f{i}": {"type": "string"} for i in range(10)}
     rates = {f"f{i}": 1.0 if i < 8 else 0.9 for i in range(10)}
