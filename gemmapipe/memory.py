@@ -35,4 +35,3 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
-

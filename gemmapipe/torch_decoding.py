@@ -11,6 +11,7 @@ pass is needed. Only training imports this module: it needs torch and transforme
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from llguidance import LLMatcher
 
 from .decoding import DecodeState
@@ -23,19 +24,16 @@ class _GrammarMask:
     """A transformers logits processor that lets each row take only the tokens its grammar allows."""
 
     def __init__(self, states: list[DecodeState], pad_id: int, vocab: int) -> None:
-        import torch
         from llguidance.torch import allocate_token_bitmask
 
         self.states = states
         self.pad_id = pad_id
         self.started = False
         self.mask = allocate_token_bitmask(len(states), vocab)
-        self.torch = torch
 
     def __call__(self, input_ids, scores):  # type: ignore[no-untyped-def]
         from llguidance.torch import apply_token_bitmask_inplace, fill_next_token_bitmask
 
-        torch = self.torch
         if self.started:  # the token each row took at the step before
             for row, state in enumerate(self.states):
                 if not state.done and not state.accept(int(input_ids[row, -1])):
@@ -103,4 +101,3 @@ def decode(model, tokenizer: GemmaTokenizer, task: Task, texts: Sequence[str], m
         if was_training:
             model.train()
     return results
-
