@@ -5,14 +5,16 @@
 Each DATASET_DIR holds ``schema.json``, ``train.jsonl`` and ``test.jsonl`` (labelled records, ``{"text",
 "expected"}``) and, optionally, ``kind`` (a file holding the task kind; else ``--kind``) and ``reference.json``
 (``{"metric": ..., "value": ..., "source": ...}``: a published strong baseline to print beside the result).
-recipes/snips_slots.py writes two such folders from SNIPS.
+recipes/snips_slots.py writes two such folders from SNIPS, recipes/banking77_few_shot.py one from Banking77 and
+recipes/wikisplit.py a rewrite set from WikiSplit.
 
 For each: ``gemmapipe train --schema S --kind K --data train.jsonl --out OUT/NAME`` and nothing else (the defaults
 pick the length, the dev split and the checkpoint), in a process of its own whose peak RSS and wall minutes are
 measured; then ``gemmapipe eval --json`` of that adapter on ``test.jsonl``. Printed: training minutes, steps, epochs,
 peak RSS, the dev figures the run chose its checkpoint by, its advice lines, and on the test split: field-value
 precision, recall and F1, whole-record exact match, accuracy (classification), validity and records/s, beside the
-published reference when there is one (as a difference in points). The test split is read only by eval, after
+published reference when there is one (as a difference in points); for a rewrite task also what answering with the
+input unchanged would score, and how often the answer is closer to the expected text than the input, or further. The test split is read only by eval, after
 training: nothing here tunes on it. A run already trained in OUT/NAME is resumed or reused (delete it to retrain).
 """
 
@@ -38,6 +40,28 @@ def run_measured(command: list[str], log: Path) -> tuple[int, float, float]:
     return os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
+def copy_input_floor(predictions: Path) -> dict[str, float]:
+    """For a rewrite task: what answering with the input unchanged would score (exact match and similarity of the
+    rewritten field, the mean over fields when there are several), and on how many records the answer is closer to the
+    expected text than the input is, or further from it."""
+    from gemmapipe.evaluate import normalise, similarity
+
+    exact = close = closer = further = 0.0
+    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        wanted = {f: v for f, v in row["expected"].items() if isinstance(v, str)}
+        answer = row["output"] or {}
+        for field, want in wanted.items():
+            share = 1 / len(wanted)
+            copy_score, answer_score = similarity(row["text"], want), similarity(answer.get(field) or "", want)
+            exact += share * (normalise(row["text"]) == normalise(want))
+            close += share * copy_score
+            closer += share * (answer_score > copy_score)
+            further += share * (answer_score < copy_score)
+    n = len(rows) or 1
+    return {"exact_match": exact / n, "similarity": close / n, "answer_closer": closer / n, "answer_further": further / n}
+
+
 def bench(folder: Path, kind: str, out: Path) -> dict[str, object]:
     kind = (folder / "kind").read_text().strip() if (folder / "kind").is_file() else kind
     name = folder.name
@@ -57,11 +81,15 @@ def bench(folder: Path, kind: str, out: Path) -> dict[str, object]:
                    train_examples=metadata["train_examples"], dev_metric=metrics.get("dev_metric"),
                    best_dev=metrics.get("best_dev_metric"), best_step=metrics.get("best_step"), advice=metadata.get("advice", []),
                    train_seconds_in_loop=metadata["train_seconds"])
+    predictions = out / f"{name}.test-predictions.jsonl"
     report = json.loads(subprocess.run([*gemmapipe, "eval", "--schema", schema, "--kind", kind, "--adapter", str(adapter),
-                                        "--data", str(folder / "test.jsonl"), "--json"],
+                                        "--data", str(folder / "test.jsonl"), "--json", "--predictions", str(predictions)],
                                        check=True, capture_output=True, text=True).stdout)
     figures["test"] = {k: report[k] for k in ("records", "micro_precision", "micro_recall", "micro_f1", "macro_f1", "record_exact_match",
-                                               "mean_field_exact_match", "schema_validity_rate", "records_per_second")}
+                                               "mean_field_exact_match", "mean_field_similarity", "schema_validity_rate",
+                                               "records_per_second")}
+    if kind == "rewrite":
+        figures["copy_input"] = copy_input_floor(predictions)
     if (folder / "reference.json").is_file():
         figures["reference"] = json.loads((folder / "reference.json").read_text())
     return figures
@@ -89,9 +117,14 @@ def main() -> None:
         print(f"  test ({test['records']} records): field P/R/F1 {test['micro_precision']:.1%} / {test['micro_recall']:.1%} / "
               f"{test['micro_f1']:.1%}, whole records right {test['record_exact_match']:.1%}, valid {test['schema_validity_rate']:.1%}, "
               f"{test['records_per_second']:.1f} records/s")
+        if "copy_input" in r:
+            copy = r["copy_input"]
+            print(f"  rewrite: exact match {test['record_exact_match']:.1%}, similarity {test['mean_field_similarity']:.1%}; "
+                  f"the input unchanged: {copy['exact_match']:.1%}, {copy['similarity']:.1%}; the answer is closer to the "
+                  f"expected text than the input on {copy['answer_closer']:.1%} of records, further on {copy['answer_further']:.1%}")
         if "reference" in r:
             ref = r["reference"]
-            ours = test["record_exact_match"] if ref["metric"] == "accuracy" else test["micro_f1"]
+            ours = test["micro_f1"] if ref["metric"] == "field F1" else test["record_exact_match"]
             print(f"  reference: {ref['metric']} {ref['value']:.1%} ({ref['source']}); this: {ours:.1%}, "
                   f"{(ours - ref['value']) * 100:+.1f} points")
 

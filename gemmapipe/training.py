@@ -39,7 +39,8 @@ from .models import BASE_MODEL_ID, ModelStore, adapter_files
 from .prompts import PROMPT_FORMAT
 from .tasks import Task, invalid_answers
 from .tokenizer import GemmaTokenizer
-from .training_plan import DEV_DECODE_RECORDS, advice, copy_advice, copy_rates, dev_metric, eval_interval, learning_rate_at, plan_steps
+from .training_plan import (DEV_DECODE_RECORDS, MAX_EXTENSIONS, advice, copy_advice, copy_rates, dev_metric, eval_interval,
+                            extension_steps, learning_rate_in, plan_steps, still_rising)
 
 TRIM_EVERY = 10  # steps between returns of freed heap memory to the OS (see memory.py)
 
@@ -393,10 +394,15 @@ def train(
     if (checkpoint / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    total, planned_epochs = plan_steps(len(train_set), config.batch_size, config.epochs, config.max_steps)
-    eval_every = config.eval_every or eval_interval(total)
+    planned, planned_epochs = plan_steps(len(train_set), config.batch_size, config.epochs, config.max_steps)
+    eval_every = config.eval_every or eval_interval(planned)
+    # a default-length run still improving at its planned end goes on (training_plan.still_rising); a length the user
+    # gave (--epochs, --max-steps) is kept
+    extensible = config.epochs is None and not config.max_steps and bool(dev_set)
+    extensions: list[list[int]] = state.setdefault("extensions", [])  # [first step, steps] of each
+    total = planned + sum(length for _, length in extensions)
     if config.epochs is None and not config.max_steps and state["step"] == 0:
-        store.notify(f"{len(train_set)} training records, {len(dev_set)} dev records: up to {total} steps "
+        store.notify(f"{len(train_set)} training records, {len(dev_set)} dev records: {planned} steps, more while dev figures rise "
                      f"({planned_epochs:.1f} epochs; --epochs sets it), dev checks every {eval_every} steps")
     # the dev records whose answers are decoded at each check (as the engine would: greedy, under the grammar)
     dev_decoded = dev_data[:DEV_DECODE_RECORDS] if dev_set else []
@@ -408,7 +414,15 @@ def train(
     model.train()
     epoch_batches: list[list[Example]] = []
     started = time.monotonic()
-    while step < total:
+    while True:
+        if step >= total:
+            if not (extensible and len(extensions) < MAX_EXTENSIONS and still_rising(state["dev"])):
+                break
+            extensions.append([step, extension_steps(planned)])
+            total += extensions[-1][1]
+            last = state["dev"][-1]
+            store.notify(f"dev {last['metric']} still rising at step {step} ({last['value']:.1%}): {extensions[-1][1]} more steps "
+                         f"(extension {len(extensions)} of at most {MAX_EXTENSIONS})")
         epoch, position = divmod(step, steps_per_epoch)
         if position == 0 or not epoch_batches:
             epoch_set = train_set
@@ -418,7 +432,7 @@ def train(
                                              swap_values(train_data, task.schema, swap_rng, config.swap_values), config.max_tokens)
             epoch_batches = _batches(epoch_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
         loss = _backward(model, epoch_batches[position % len(epoch_batches)], pad_id, device, autocast)
-        lr = learning_rate_at(step, total, config.learning_rate)
+        lr = learning_rate_in(step, planned, [tuple(e) for e in extensions], config.learning_rate)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()
@@ -459,7 +473,7 @@ def train(
     rates = copy_rates(task.schema, train_data) if task.kind == "extract" else {}
     final_loss = state["history"][-1] if state["history"] else None
     notes = advice(state["dev"], best["step"] if best else None, state["bad_evals"] >= config.patience, config.patience,
-                   final_loss, best["errors"] if best else 0) + copy_advice(task.schema, rates)
+                   final_loss, best["errors"] if best else 0, planned, extensions) + copy_advice(task.schema, rates)
     metadata = {
         "task": task.name,
         "kind": task.kind,
@@ -477,7 +491,8 @@ def train(
         "hyperparameters": asdict(config),
         "steps": step,
         "complete": step >= total or bool(state.get("bad_evals", 0) >= config.patience),
-        "planned_steps": total,
+        "planned_steps": planned,
+        "extension_steps": [length for _, length in extensions],  # steps added while the dev metric still rose
         "metrics": {"final_train_loss": final_loss,
                     "best_dev_loss": best["loss"] if best else None,
                     "best_step": best["step"] if best else None,

@@ -2,7 +2,8 @@
 
 - :func:`plan_steps`: the run's length from the dataset's size when ``--epochs`` is not given: enough optimiser
   steps for a small set (several epochs), one epoch or a little more for a large one;
-- :func:`learning_rate_at`: linear warm-up, then cosine decay;
+- :func:`learning_rate_at`: linear warm-up, then cosine decay; :func:`extension_steps` and :func:`still_rising`: a
+  default-length run whose dev metric still rises at its planned end goes on (a warm restart, at most twice);
 - :func:`dev_metric`: the dev figure that picks the checkpoint (field F1, accuracy or similarity; see below);
 - :func:`copy_rates` and :func:`advice`: how often each field's labels are runs of the text, and plain words on
   whether the adapter looks undertrained, overfitted or weak, with what to try.
@@ -13,6 +14,7 @@ No torch here: these are pure functions of counts and curves, tested by hand.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,13 @@ MAX_AUTO_EPOCHS = 8.0
 EVAL_CHECKS = 8
 DEV_DECODE_RECORDS = 64
 WARMUP_FRACTION = 0.06
+#: A default-length run whose dev metric is still rising at its planned end (:func:`still_rising`) goes on for
+#: ``EXTENSION_FRACTION`` of its planned steps more, at most ``MAX_EXTENSIONS`` times: each extension is a warm restart
+#: of the schedule (warm-up, cosine decay) at ``EXTENSION_PEAK`` of the peak learning rate. Many labels or many fields
+#: take more steps than a fixed plan gives; the dev curve says when, where the data's size cannot.
+MAX_EXTENSIONS = 2
+EXTENSION_FRACTION = 0.5
+EXTENSION_PEAK = 0.5
 #: A field whose labels are runs of the text at least this often is proposed for ``x-copy-from-input``.
 COPY_PROPOSAL = 0.95
 
@@ -56,6 +65,32 @@ def learning_rate_at(step: int, total: int, peak: float) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def extension_steps(planned: int) -> int:
+    """Steps one extension of a run planned for ``planned`` steps adds."""
+    return max(1, round(planned * EXTENSION_FRACTION))
+
+
+def learning_rate_in(step: int, planned: int, extensions: Sequence[Sequence[int]], peak: float) -> float:
+    """The learning rate of step ``step`` (0-based) of a run planned for ``planned`` steps and extended by
+    ``extensions`` (``(first step, steps)`` each): the planned run's schedule, then in each extension a schedule of its
+    own (:func:`learning_rate_at` over the extension's steps) peaking at ``EXTENSION_PEAK`` of ``peak``."""
+    for start, length in reversed(extensions):
+        if step >= start:
+            return learning_rate_at(step - start, length, peak * EXTENSION_PEAK)
+    return learning_rate_at(step, planned, peak)
+
+
+def still_rising(curve: list[dict[str, Any]]) -> bool:
+    """Whether the dev metric was still rising at the last check of ``curve``: it is the best so far, and gained more
+    than a point over the check before or more than two over the last three checks."""
+    if len(curve) < 2:
+        return False
+    last, earlier = curve[-1], curve[-3] if len(curve) >= 3 else curve[0]
+    if any(c["value"] > last["value"] for c in curve[:-1]):
+        return False
+    return last["value"] - curve[-2]["value"] > 0.01 or last["value"] - earlier["value"] > 0.02
 
 
 @dataclass(frozen=True)
@@ -114,17 +149,23 @@ def copy_advice(schema: dict[str, Any], rates: dict[str, float]) -> list[str]:
 
 
 def advice(curve: list[dict[str, Any]], best_step: int | None, stopped_early: bool, patience: int,
-           final_train_loss: float | None, invalid_dev: int = 0) -> list[str]:
+           final_train_loss: float | None, invalid_dev: int = 0, planned: int | None = None,
+           extensions: Sequence[Sequence[int]] = ()) -> list[str]:
     """Plain-language verdict on a finished run from its dev checks (``curve``: dicts with ``step``, ``loss``,
-    ``metric``, ``value``), in the order they were made. Empty when there was no dev set."""
+    ``metric``, ``value``), in the order they were made, and the run's plan (``planned`` steps, ``extensions`` as in
+    :func:`learning_rate_in`). Empty when there was no dev set."""
     if not curve:
         return ["no dev set, so nothing says how good the adapter is: keep --dev-fraction above 0 or give --dev-data"]
     best = next(c for c in curve if c["step"] == best_step) if best_step is not None else curve[-1]
     name = best["metric"]
     lines = [f"best dev {name} {best['value']:.1%} at step {best['step']} (dev loss {best['loss']:.3f}); that checkpoint is the adapter"]
+    if extensions:
+        lines.append(f"dev {name} was still rising at the planned end (step {planned}), so the run went on for "
+                     f"{sum(length for _, length in extensions)} more steps ({len(extensions)} extension{'s' * (len(extensions) > 1)} "
+                     f"of at most {MAX_EXTENSIONS}, each a fresh warm-up and decay at {EXTENSION_PEAK:.0%} of the learning rate)")
     last = curve[-1]
     earlier = curve[-3] if len(curve) >= 3 else curve[0]
-    if len(curve) >= 2 and best is last and (last["value"] - curve[-2]["value"] > 0.01 or last["value"] - earlier["value"] > 0.02):
+    if best is last and still_rising(curve):
         lines.append(f"looks undertrained: dev {name} was still rising at the end ({earlier['value']:.1%} at step {earlier['step']}, "
                      f"{last['value']:.1%} at step {last['step']}); train longer: continue this adapter with --init-adapter "
                      "(the same data and seed: the next epochs), or run again with a higher --epochs")

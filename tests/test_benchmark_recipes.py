@@ -1,4 +1,5 @@
-"""The training benchmark's dataset recipes on hand-made miniatures: recipes/snips_slots.py, recipes/banking77_few_shot.py."""
+"""The training benchmark's dataset recipes on hand-made miniatures: recipes/snips_slots.py, recipes/banking77_few_shot.py,
+recipes/wikisplit.py."""
 
 from __future__ import annotations
 
@@ -81,3 +82,23 @@ def test_the_few_shot_split_takes_as_many_records_of_each_label(tmp_path):
     test = (tmp_path / "out" / "test.jsonl").read_text().splitlines()
     assert sorted(r["expected"]["intent"] for r in train) == ["a", "a", "b", "b", "c", "c"] and len(test) == 9  # 0: all
     assert set(train[0]) == {"text", "expected"} and (tmp_path / "out" / "kind").read_text().strip() == "classify"
+
+
+def test_the_wikisplit_recipe_joins_the_two_sentences_and_keeps_test_sentences_out_of_training(tmp_path):
+    recipe = load_recipe("wikisplit")
+    source = tmp_path / "src"
+    source.mkdir()
+    pairs = [(f"Ann {i} came and she sat .", f"Ann {i} came . <::::> She sat .") for i in range(6)]
+    (source / "tune.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs) + "no split here\n", encoding="utf-8")
+    (source / "validation.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs[:2]), encoding="utf-8")
+    recipe.build(source, tmp_path / "out", train_size=10, test_size=10)
+    folder = tmp_path / "out" / "wikisplit"
+    train = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()]
+    assert len(train) == 4 and len(test) == 2 and not {r["text"] for r in train} & {r["text"] for r in test}
+    assert {"text": "Ann 0 came and she sat .", "expected": {"text": "Ann 0 came . She sat ."}} in test
+    schema = json.loads((folder / "schema.json").read_text())
+    for record in train + test:
+        jsonschema.validate(record["expected"], schema)
+    assert (folder / "kind").read_text().strip() == "rewrite"
+    assert json.loads((folder / "reference.json").read_text())["value"] == 0.1522

@@ -540,3 +540,28 @@ def test_training_keeps_the_checkpoint_with_the_best_dev_metric_and_stops_when_i
     assert [c["step"] for c in metrics["dev_curve"]] == [1, 2, 3] == [c["step"] for c in checks]
     assert all(0.0 <= c["value"] <= 1.0 and c["loss"] > 0 for c in checks)
     assert "at step 1" in metadata["advice"][0] and "stopped improving" in metadata["advice"][1]
+
+
+@pytest.mark.parametrize("rising, expected_steps", [(True, 80), (False, 40)])
+def test_a_default_length_run_goes_on_while_its_dev_metric_rises(tiny_store, tmp_path, monkeypatch, rising, expected_steps):
+    from gemmapipe import training
+
+    # 18 training records in batches of 4: 5 steps an epoch, so the plan is 8 epochs (40 steps), each extension 20
+    def fake_check(model, task, tokenizer, dev_set, *args):  # type: ignore[no-untyped-def]
+        step = len(totals)
+        return {"loss": 0.5, "metric": "accuracy", "value": 0.3 + step * 0.002 if rising else 0.5, "exact": 0.5, "errors": 0}
+
+    monkeypatch.setattr(training, "_dev_check", fake_check)
+    totals: list[int] = []
+    config = TrainConfig(batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=10)
+    metadata = train(TASK, DATA, tmp_path / "x", tiny_store, config, on_step=lambda s, t, l: totals.append(t))
+    assert metadata["steps"] == expected_steps and metadata["planned_steps"] == 40 and metadata["complete"]
+    checked = [c["step"] for c in metadata["metrics"]["dev_curve"]]
+    if rising:
+        assert metadata["extension_steps"] == [20, 20] and totals[39] == 40 and totals[40] == 60 and totals[-1] == 80
+        assert checked == [10, 20, 30, 40, 50, 60, 70, 80]
+        assert "went on for 40 more steps (2 extensions" in metadata["advice"][1] and "undertrained" in metadata["advice"][2]
+    else:
+        assert metadata["extension_steps"] == [] and set(totals) == {40} and checked == [10, 20, 30, 40]
+    given = train(TASK, DATA, tmp_path / "g", tiny_store, TrainConfig(epochs=2, batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=5))
+    assert given["steps"] == 10 and given["extension_steps"] == []  # a length the user gave is kept

@@ -9,7 +9,7 @@ import pytest
 from gemmapipe.engine import Generation
 from gemmapipe.evaluate import score
 from gemmapipe.training_plan import (MAX_AUTO_EPOCHS, TARGET_STEPS, advice, copy_advice, copy_rates, dev_metric, eval_interval,
-                                     learning_rate_at, plan_steps)
+                                     extension_steps, learning_rate_at, learning_rate_in, plan_steps, still_rising)
 
 
 def test_small_sets_get_more_epochs_large_sets_fewer():
@@ -90,3 +90,22 @@ def test_the_verdict_names_undertraining_overfitting_and_weak_adapters():
     assert any("low" in line for line in weak) and "2 dev answers were errors" in weak[-1]
     assert "no dev set" in advice([], None, False, 3, 0.1)[0]
     assert not math.isnan(plan_steps(1, 1, None, None)[1])
+
+
+def test_an_extension_restarts_the_schedule_at_half_the_peak():
+    extensions = [(100, 50), (150, 50)]
+    assert learning_rate_in(99, 100, extensions, 1.0) == learning_rate_at(99, 100, 1.0)
+    assert learning_rate_in(100, 100, extensions, 1.0) == pytest.approx(0.5 / 5)  # warm-up again: 5 steps at least
+    assert max(learning_rate_in(s, 100, extensions, 1.0) for s in range(100, 150)) == pytest.approx(0.5)
+    assert learning_rate_in(160, 100, extensions, 1.0) == learning_rate_at(10, 50, 0.5)
+    assert extension_steps(300) == 150 and extension_steps(1) == 1
+
+
+def test_still_rising_needs_the_last_check_to_be_the_best_and_a_real_gain():
+    assert still_rising([check(10, 0.5, 0.4), check(20, 0.52, 0.3)])
+    assert not still_rising([check(10, 0.5, 0.4), check(20, 0.505, 0.3)])  # half a point
+    assert still_rising([check(10, 0.70, 0.3), check(20, 0.71, 0.2), check(30, 0.721, 0.15)])  # +2.1 over three checks
+    assert not still_rising([check(10, 0.8, 0.3), check(20, 0.7, 0.2), check(30, 0.75, 0.15)])  # below the best
+    assert not still_rising([check(10, 0.5, 0.4)])
+    lines = advice([check(300, 0.7, 0.3), check(450, 0.8, 0.2), check(600, 0.81, 0.2)], 600, False, 3, 0.1, planned=300, extensions=[(300, 150), (450, 150)])
+    assert "still rising at the planned end (step 300), so the run went on for 300 more steps (2 extensions" in lines[1]

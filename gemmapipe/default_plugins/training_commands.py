@@ -133,7 +133,7 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True, help='Training JSONL: {"text", "expected"} per line.')
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Adapter folder to write (resumes if it holds a checkpoint).")
     @click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None,
-                  help="Passes over the data.  [default: from its size: about 300 steps, 1 to 8 epochs; early stopping may end sooner]")
+                  help="Passes over the data.  [default: from its size: about 300 steps, 1 to 8 epochs, up to twice that while the dev metric still rises; early stopping may end sooner]")
     @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
     @click.option("--learning-rate", type=float, default=8e-4, show_default=True, help="Peak learning rate (after warm-up; cosine decay after).")
     @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
