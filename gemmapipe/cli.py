@@ -1,8 +1,9 @@
 """The ``gemmapipe`` command line. One subcommand per registered task kind, plus tasks/schema/plugins/prepare.
 
 Exit codes: 0 every record succeeded; 1 some records failed (error records were written); 2 usage error
-(bad option, unknown task, invalid schema); 3 setup error (model preparation, cache, plugins); 130
-interrupted (Ctrl-C); 141 standard output was closed early (``| head``).
+(bad option, unknown task, invalid schema); 3 setup error (model preparation, cache, plugins, an engine that fails on
+every record); 74 the results or error records could not be written (a full disk, an I/O error); 130 interrupted
+(Ctrl-C); 141 standard output was closed early (``| head``); 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -25,7 +27,7 @@ from .plugins import get_plugins
 from .tasks import Task, TaskKind, adhoc_task, read_examples
 
 EXIT_OK, EXIT_RECORDS_FAILED, EXIT_USAGE, EXIT_SETUP = 0, 1, 2, 3
-EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED = 130, 141
+EXIT_WRITE_FAILED, EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, EXIT_TERMINATED = 74, 130, 141, 143
 
 
 def _fail(error: GemmapipeError) -> None:
@@ -120,13 +122,48 @@ def run_options(f: Any) -> Any:
         click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens [default: the task's, else 256]."),
         click.option("--max-input-tokens", type=click.IntRange(1), default=4096, show_default=True, help="Longer inputs become error records."),
         click.option("--max-line-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, help="Longer lines become error records."),
-        click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the input."),
+        click.option("--encoding", default="utf-8", show_default=True, callback=_check_encoding, help="Encoding of the input."),
         click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal]."),
         click.option("--stats", "stats_path", type=click.Path(dir_okay=False, path_type=Path), help="When the run ends, write its counters (records, seconds, tokens, batch sizes, peak memory) to this file as JSON."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise click.BadParameter(f"{value!r} is not an encoding Python knows (utf-8, latin-1, cp1252, utf-16, ...)") from None
+    return value
+
+
+def open_errors_file(path: Path, input_stream: Any):  # type: ignore[no-untyped-def]
+    """``--errors FILE``, opened before any work: refused at once (a usage error) when it cannot be written, when it
+    is the input file, or when another run holds it (each run locks its errors file while it writes)."""
+    import fcntl
+
+    try:
+        if path.exists() and os.path.samefile(path, input_stream.fileno() if hasattr(input_stream, "fileno") else -1):
+            raise click.UsageError(f"--errors {path} is the input file: writing it would destroy the input; choose another file")
+    except (OSError, ValueError):
+        pass  # stdin that is no file, or a file that cannot be compared: nothing to destroy
+    try:
+        stream = open(path, "a", encoding="utf-8")
+    except OSError as exc:
+        raise click.UsageError(f"cannot write --errors {path}: {exc.strerror}; choose a writable path") from None
+    try:
+        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        stream.close()
+        raise click.UsageError(f"another gemmapipe run is writing --errors {path}; give each run its own errors file") from None
+    if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):  # not /dev/stderr, /dev/null, a fifo
+        stream.seek(0)
+        stream.truncate()
+    return stream
 
 
 def make_kind_command(kind: TaskKind) -> click.Command:
@@ -238,14 +275,19 @@ def apply_adapter(task: Task, adapter: Path) -> Task:
 def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int:
     from .engine import Engine
     from .models import ModelStore
-    from .pipeline import RunOptions, run_task
+    from .pipeline import OutputFailed, RunOptions, run_task
     from .progress import Progress, regular_file_size
     from .records import LineReader, LineWriter, read_records
 
-    store = ModelStore(obj["cache_dir"], obj["base"])
-    engine = Engine.load(task.adapter, options["compute_type"], options["threads"], store=store, answers=task.model_answers)
-    errors_stream = open(options["errors_path"], "w", encoding="utf-8") if options["errors_path"] else sys.stderr
     input_stream = options["input_file"]
+    errors_stream = open_errors_file(options["errors_path"], input_stream) if options["errors_path"] else sys.stderr
+    store = ModelStore(obj["cache_dir"], obj["base"])
+    try:
+        engine = Engine.load(task.adapter, options["compute_type"], options["threads"], store=store, answers=task.model_answers)
+    except BaseException:
+        if errors_stream is not sys.stderr:
+            errors_stream.close()
+        raise
     reader = LineReader(input_stream, options["max_line_bytes"])
     records = read_records(reader, options["input_format"], options["text_field"], options["id_field"] or None, options["encoding"])
     run_options = RunOptions(
@@ -259,27 +301,49 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     )
     progress = Progress(reader, regular_file_size(input_stream), options["progress"])
     cancel = threading.Event()
-    previous = signal.signal(signal.SIGINT, _cancel_handler(cancel))
+    received: list[int] = []
+    handler = _cancel_handler(cancel, received)
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = run_task(task, lambda: engine, records, LineWriter(sys.stdout), LineWriter(errors_stream), run_options, cancel, progress.update)
+        summary = run_task(task, lambda: engine, records, LineWriter(sys.stdout, "standard output"),
+                           LineWriter(errors_stream, f"--errors {options['errors_path']}" if options["errors_path"] else "standard error"),
+                           run_options, cancel, progress.update)
     except BrokenPipeError:
         progress.close()
         _silence_stdout()
         engine.close()
         return EXIT_OUTPUT_CLOSED
+    except OutputFailed as exc:
+        progress.close()
+        engine.close()
+        click.echo(f"gemmapipe: error: cannot write to {exc.stream}: {exc.reason}", err=True)
+        click.echo(f"  hint: free space (or fix the device) and resume with: tail -n +{exc.next_line} INPUT | gemmapipe ...; "
+                   f"the lines before line {exc.next_line} were written, and the output may end in a partial line", err=True)
+        return EXIT_WRITE_FAILED
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, before in previous.items():
+            signal.signal(number, before)
         progress.close()
         if errors_stream is not sys.stderr:
-            errors_stream.close()
+            try:
+                errors_stream.close()
+            except OSError:
+                pass  # a failed flush was reported above
     engine.close()
     click.echo(f"gemmapipe: {summary.describe()}", err=True)
     if options["stats_path"]:
         write_stats(options["stats_path"], summary, engine)
     if summary.stopped_early == "interrupted":
         resume = f"; resume with: tail -n +{summary.next_line} INPUT | gemmapipe ..." if summary.next_line else ""
-        click.echo(f"gemmapipe: interrupted; every line written is complete{resume}", err=True)
-        return EXIT_INTERRUPTED
+        terminated = signal.SIGTERM in received
+        click.echo(f"gemmapipe: {'stopped by SIGTERM' if terminated else 'interrupted'}; every line written is complete{resume}", err=True)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    if summary.stopped_early == "engine_failed":
+        click.echo("gemmapipe: error: the engine failed on every record of a window, each tried alone (engine_error "
+                   f"records); stopped before line {summary.next_line}", err=True)
+        click.echo("  hint: see the error records for the reason; `gemmapipe prepare` rebuilds the model; "
+                   f"resume with: tail -n +{summary.next_line} INPUT | gemmapipe ...", err=True)
+        return EXIT_SETUP
     if summary.stopped_early == "fail_fast":
         click.echo(f"gemmapipe: stopped at the first failed record (--fail-fast); next line: {summary.next_line}", err=True)
     return EXIT_RECORDS_FAILED if summary.failed else EXIT_OK
@@ -298,9 +362,14 @@ def write_stats(path: Path, summary: Any, engine: Any) -> None:
         click.echo(f"gemmapipe: cannot write --stats {path}: {exc.strerror}", err=True)
 
 
-def _cancel_handler(cancel: threading.Event):  # type: ignore[no-untyped-def]
+def _cancel_handler(cancel: threading.Event, received: list[int] | None = None):  # type: ignore[no-untyped-def]
+    """SIGINT and SIGTERM: the first sets ``cancel`` (the run drops the window in hand and ends cleanly, whole lines
+    only); a second Ctrl-C stops at once."""
+
     def handle(signum: int, frame: object) -> None:
-        if cancel.is_set():  # second Ctrl-C: stop now
+        if received is not None:
+            received.append(signum)
+        if cancel.is_set() and signum == signal.SIGINT:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
         cancel.set()
 

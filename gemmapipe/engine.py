@@ -57,7 +57,8 @@ FIRST_ANSWER_GUESS = 64
 class Generation:
     """The answer for one prompt: a schema-valid ``value``, or an ``error`` (then ``value`` is None).
 
-    ``error_type`` is one of ``input_too_long``, ``output_truncated``, ``schema_violation``, ``grammar_error``.
+    ``error_type`` is one of ``input_too_long``, ``output_truncated``, ``schema_violation``, ``grammar_error`` (and
+    ``engine_error`` from the pipeline, for a record whose generation raised).
     """
 
     value: Any
@@ -242,10 +243,21 @@ class Engine:
         """
         if schema.copied and (sources is None or len(sources) != len(prompts)):
             raise ValueError(f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt")
-        encoded = [self.tokenizer.encode_prompt(p) for p in prompts]
         results: list[Generation | None] = [None] * len(prompts)
+        encoded: list[list[int]] = []
+        for index, prompt in enumerate(prompts):
+            # A prompt sure to be too long is not tokenized: a window of 1 MiB lines would take gigabytes of ids
+            # for nothing. No token holds more than ``longest_token`` characters, so fewer tokens cannot be.
+            chars = sum(len(piece) for piece in prompt if isinstance(piece, str))
+            least = chars // self.tokenizer.longest_token if chars > max_input_tokens else 0
+            if least > max_input_tokens:
+                results[index] = Generation(None, "", f"the input is at least {least:,} tokens long; the limit is {max_input_tokens}",
+                                            "input_too_long")
+            encoded.append([] if least > max_input_tokens else self.tokenizer.encode_prompt(prompt))
         runnable = []
         for index, ids in enumerate(encoded):
+            if results[index] is not None:
+                continue
             if len(ids) > max_input_tokens:
                 results[index] = Generation(
                     None,
@@ -289,24 +301,25 @@ class Engine:
             if on_progress is not None:
                 on_progress(sum(r is not None for r in results))
 
-        if self.replicas == 1 or len(batches) == 1:
-            for batch in batches:
-                finished(batch, run(batch))
-        else:
-            # the longest prompts first, so that no replica is left with a long batch at the end
-            order = sorted(batches, key=lambda b: -len(b) * lengths[b[-1]])
-            with ThreadPoolExecutor(self.replicas, thread_name_prefix="gemmapipe-decode") as pool:
-                pending = {pool.submit(run, batch): batch for batch in order}
-                while pending:
-                    finished_now, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                    for future in finished_now:
-                        batch = pending.pop(future)
-                        if future.exception() is not None:
-                            failed.set()
-                            for other in pending:
-                                other.cancel()
-                            raise future.exception()  # type: ignore[misc]
-                        finished(batch, future.result())
+        if not batches:
+            return [r for r in results if r is not None]
+        # Batches decode on worker threads even with one replica: CTranslate2 runs without the GIL, and a main
+        # thread blocked inside it would run no signal handler (Ctrl-C, SIGTERM) until the batch ended; waiting
+        # here instead, it runs the handler at once, and the token callback sees ``cancel`` at the next token.
+        # The longest prompts first, so that no replica is left with a long batch at the end.
+        order = sorted(batches, key=lambda b: -len(b) * lengths[b[-1]]) if self.replicas > 1 else batches
+        with ThreadPoolExecutor(min(self.replicas, len(batches)), thread_name_prefix="gemmapipe-decode") as pool:
+            pending = {pool.submit(run, batch): batch for batch in order}
+            while pending:
+                finished_now, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in finished_now:
+                    batch = pending.pop(future)
+                    if future.exception() is not None:
+                        failed.set()
+                        for other in pending:
+                            other.cancel()
+                        raise future.exception()  # type: ignore[misc]
+                    finished(batch, future.result())
         return [r for r in results if r is not None]
 
     def _finish(self, state: DecodeState, schema: CompiledSchema, batch_size: int) -> Generation:

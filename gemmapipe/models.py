@@ -113,7 +113,16 @@ def adapter_metadata(adapter: Path) -> dict[str, Any] | None:
     import json
 
     path = adapter / ADAPTER_METADATA
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"the adapter's metadata {path} cannot be read: {exc}",
+                         "restore it from where the adapter came from, or train the adapter again") from exc
+    if not isinstance(metadata, dict):
+        raise SetupError(f"the adapter's metadata {path} is not a JSON object", "restore it, or train the adapter again")
+    return metadata
 
 
 def adapter_files(adapter_dir: Path) -> list[Path]:
@@ -158,6 +167,7 @@ class ModelStore:
             self._build_base,
             description,
             on_wait=lambda: self.notify("another process is preparing the base model; waiting for it"),
+            on_damaged=self.notify,
         )
 
     def _build_base(self, out: Path) -> None:
@@ -201,6 +211,7 @@ class ModelStore:
             lambda out: self._build_ctranslate2(out, adapter, quantization, answers),
             description,
             on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
+            on_damaged=self.notify,
         )
 
     def check_adapter_base(self, adapter: Path) -> None:

@@ -23,11 +23,15 @@ from typing import Literal
 
 from .decoding import Cancelled
 from .engine import DEFAULT_MAX_INPUT_TOKENS, Engine, Generation
-from .records import InputRecord, LineWriter, RecordError, excerpt
+from .records import InputRecord, LineWriter, RecordError, excerpt, has_surrogates
 from .tasks import Task
 
 OutputMode = Literal["result", "envelope"]
 _END = object()
+ENGINE_ERROR = "engine_error"
+#: A window of at least this many records each of which failed alone (``engine_error``) stops the run: the engine
+#: itself is broken, and going on would only turn the rest of the input into error records.
+ENGINE_FAILURE_STREAK = 8
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class RunSummary:
     batch_members: int = 0
     decoded: int = 0
     seconds: float = 0.0
-    stopped_early: Literal["", "interrupted", "fail_fast", "output_closed"] = ""
+    stopped_early: Literal["", "interrupted", "fail_fast", "output_closed", "engine_failed"] = ""
     next_line: int | None = None
 
     @property
@@ -80,6 +84,15 @@ class RunSummary:
             "mean_batch_size": round(self.batch_members / self.decoded, 2) if self.decoded else None,
             "stopped_early": self.stopped_early or None, "next_line": self.next_line,
         }
+
+
+class OutputFailed(Exception):
+    """Writing results or error records failed (a full disk, an I/O error; a closed pipe is ``BrokenPipeError``).
+    ``next_line``: the first input line of the window being written, where a rerun should start."""
+
+    def __init__(self, stream: str, reason: str, next_line: int) -> None:
+        super().__init__(f"cannot write to {stream}: {reason}")
+        self.stream, self.reason, self.next_line = stream, reason, next_line
 
 
 def run_task(
@@ -113,21 +126,13 @@ def run_task(
             good = [r for r in window if isinstance(r, InputRecord)]
             generations: dict[int, Generation] = {}
             if good:
+                engine = get_engine()  # a model that cannot load is a setup error: it propagates
                 try:
-                    results = get_engine().generate(
-                        [task.prompt(r.text, r.fields) for r in good],
-                        task.compiled,
-                        max_new_tokens=options.max_new_tokens,
-                        batch_size=options.batch_size,
-                        max_input_tokens=options.max_input_tokens,
-                        cancel=cancel,
-                        sources=[task.source(r.text, r.fields) for r in good],
-                    )
+                    generations = _answer(task, engine, good, options, cancel)
                 except Cancelled:
                     summary.stopped_early = "interrupted"
                     summary.next_line = window[0].line
                     break
-                generations = {r.line: g for r, g in zip(good, results)}
             for generation in generations.values():
                 summary.prompt_tokens += generation.prompt_tokens
                 summary.output_tokens += generation.output_tokens
@@ -135,30 +140,78 @@ def run_task(
                 if generation.batch_size:
                     summary.decoded += 1
                     summary.batch_members += generation.batch_size
-            for item in window:
-                error = item if isinstance(item, RecordError) else _as_error(item, generations[item.line])
-                if error is None:
-                    assert isinstance(item, InputRecord)
-                    generation = generations[item.line]
-                    out.write(_result_line(item, generation, options.output))
-                    summary.ok += 1
-                else:
-                    errors.write(error.to_json())
-                    summary.failed += 1
-                    summary.errors_by_type[error.error] += 1
-                    if options.fail_fast:
-                        summary.stopped_early = "fail_fast"
-                        summary.next_line = item.line + 1
-                        break
-            out.flush()
-            errors.flush()
+            writing = out
+            try:
+                for item in window:
+                    error = item if isinstance(item, RecordError) else _as_error(item, generations[item.line])
+                    if error is None:
+                        assert isinstance(item, InputRecord)
+                        generation = generations[item.line]
+                        writing = out
+                        out.write(_result_line(item, generation, options.output))
+                        summary.ok += 1
+                    else:
+                        writing = errors
+                        errors.write(error.to_json())
+                        summary.failed += 1
+                        summary.errors_by_type[error.error] += 1
+                        if options.fail_fast:
+                            summary.stopped_early = "fail_fast"
+                            summary.next_line = item.line + 1
+                            break
+                writing = out
+                out.flush()
+                writing = errors
+                errors.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise OutputFailed(writing.name, exc.strerror or str(exc), window[0].line) from exc
             summary.seconds = time.monotonic() - started
             if on_window is not None:
                 on_window(summary)
+            failed_alone = [g for g in generations.values() if g.error_type == ENGINE_ERROR]
+            if len(failed_alone) >= ENGINE_FAILURE_STREAK and len(failed_alone) == len(generations):
+                summary.stopped_early = "engine_failed"  # every record of the window failed on its own: the engine is broken
+                summary.next_line = window[-1].line + 1
     finally:
         summary.seconds = time.monotonic() - started
         source.close()
     return summary
+
+
+def _answer(task: Task, engine: Engine, records: list[InputRecord], options: RunOptions, cancel: threading.Event) -> dict[int, Generation]:
+    """Each record's generation, by line. When generating the batch raises (a tokenizer that refuses a text, a
+    plugin's prompt that fails on a record, memory), each record is tried alone: the one that fails becomes an
+    ``engine_error`` record with the reason, and the others are answered."""
+
+    def generate(chosen: list[InputRecord]) -> list[Generation]:
+        return engine.generate(
+            [task.prompt(r.text, r.fields) for r in chosen],
+            task.compiled,
+            max_new_tokens=options.max_new_tokens,
+            batch_size=options.batch_size,
+            max_input_tokens=options.max_input_tokens,
+            cancel=cancel,
+            sources=[task.source(r.text, r.fields) for r in chosen],
+        )
+
+    try:
+        return {r.line: g for r, g in zip(records, generate(records))}
+    except Cancelled:
+        raise
+    except Exception:  # noqa: BLE001 -- isolated below, record by record
+        pass
+    generations = {}
+    for record in records:
+        try:
+            generations[record.line] = generate([record])[0]
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- becomes this record's error record
+            reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+            generations[record.line] = Generation(None, "", f"the engine failed on this record ({excerpt(reason)})", ENGINE_ERROR)
+    return generations
 
 
 def _as_error(record: InputRecord, generation: Generation) -> RecordError | None:
@@ -172,7 +225,8 @@ def _as_error(record: InputRecord, generation: Generation) -> RecordError | None
 def _result_line(record: InputRecord, generation: Generation, mode: OutputMode) -> str:
     if mode == "envelope":
         value = {"line": record.line, "id": record.id, "result": generation.value}
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        line = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return line if not has_surrogates(line) else json.dumps(value, separators=(",", ":"))  # an id with a lone surrogate
     return generation.text  # the exact validated text: compact JSON in the schema's key order
 
 

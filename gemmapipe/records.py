@@ -41,7 +41,24 @@ class RecordError:
     def to_json(self) -> str:
         record = {"line": self.line, "id": self.id, "error": self.error, "message": self.message, "input": self.input}
         record.update(self.details)
-        return json.dumps(record, ensure_ascii=False)
+        return json_line(record)
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one compact-enough JSON line that any UTF-8 stream can take: non-ASCII text is written as is, but
+    a string holding a lone UTF-16 surrogate (``"\\ud800"`` in a JSON input, which no UTF-8 text can hold) makes
+    the whole line ASCII with ``\\u`` escapes, the same JSON value."""
+    line = json.dumps(value, ensure_ascii=False)
+    return line if not has_surrogates(line) else json.dumps(value)
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate code point, which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def excerpt(text: str) -> str:
@@ -60,24 +77,28 @@ class LineReader:
         self.bytes_read = 0
 
     def __iter__(self) -> Iterator[tuple[bytes, int]]:
-        """Yields (line without its newline, full length in bytes); an over-long line is cut at the cap."""
+        """Yields (line without its line ending, its length in bytes without the ending); an over-long line is cut
+        at the cap. The ending (``\\n`` or ``\\r\\n``, or none at the end of the input) never counts against the cap."""
         while True:
-            chunk = self.stream.readline(self.max_line_bytes + 1)
+            chunk = self.stream.readline(self.max_line_bytes + 2)  # room for the line's own \r\n
             if not chunk:
                 return
             self.bytes_read += len(chunk)
-            length = len(chunk)
-            if length > self.max_line_bytes and not chunk.endswith(b"\n"):
+            if not chunk.endswith(b"\n") and len(chunk) > self.max_line_bytes:
+                length, tail = len(chunk), chunk[-1:]
                 while True:  # skip the rest of the line without keeping it
                     rest = self.stream.readline(1 << 20)
                     self.bytes_read += len(rest)
                     length += len(rest)
+                    tail = (tail + rest)[-2:]
                     if not rest or rest.endswith(b"\n"):
-                        length -= 1 if rest.endswith(b"\n") else 0
+                        length -= 2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0
                         break
                 yield chunk[: self.max_line_bytes], length
                 continue
-            yield chunk.rstrip(b"\n").rstrip(b"\r"), length
+            line = chunk[:-1] if chunk.endswith(b"\n") else chunk
+            line = line[:-1] if line.endswith(b"\r") else line
+            yield line, len(line)
 
 
 def read_records(
@@ -131,6 +152,11 @@ def _json_record(number: int, line: str, text_field: str, id_field: str | None) 
         value = json.loads(line)
     except json.JSONDecodeError as exc:
         return RecordError(number, "invalid_json", f"invalid JSON: {exc.msg} at column {exc.colno}", excerpt(line))
+    except ValueError as exc:  # an integer of more than 4,300 digits (Python's limit on int parsing)
+        return RecordError(number, "invalid_json", f"the JSON line cannot be read: {exc}".split(";")[0], excerpt(line),
+                           details={"hint": "write such numbers as strings"})
+    except RecursionError:
+        return RecordError(number, "invalid_json", "the JSON line nests arrays or objects too deeply to read", excerpt(line))
     if not isinstance(value, dict):
         return RecordError(
             number, "not_an_object", f"the JSON line is a {type(value).__name__}, not an object", excerpt(line)
@@ -153,14 +179,19 @@ def _json_record(number: int, line: str, text_field: str, id_field: str | None) 
         )
     if not text.strip():
         return RecordError(number, "empty_text", f"the {text_field!r} field is empty", excerpt(line), record_id)
+    if has_surrogates(text):
+        return RecordError(number, "invalid_text", f"the {text_field!r} field holds a lone UTF-16 surrogate (a \\ud800-\\udfff "
+                           "escape without its pair), which is not text", excerpt(line), record_id,
+                           details={"hint": "fix the program that wrote the line: it split a character in two"})
     return InputRecord(number, text, value, record_id)
 
 
 class LineWriter:
     """Writes JSON lines to a text stream. ``flush`` is called once per batch."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], name: str = "the output") -> None:
         self.stream = stream
+        self.name = name  # for messages: "standard output", "--errors FILE"
 
     def write(self, line: str) -> None:
         self.stream.write(line + "\n")

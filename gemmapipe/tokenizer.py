@@ -100,6 +100,11 @@ class GemmaTokenizer:
             pieces = [part for piece in pieces for part in _cut(piece, name)]
         return [i for piece in pieces if piece for i in self.hf.encode(piece, add_special_tokens=False).ids]
 
+    @cached_property
+    def longest_token(self) -> int:
+        """The most characters one token of the vocabulary stands for (31 for Gemma 3: a run of spaces)."""
+        return max(len(token.replace("\u2581", " ")) for token in self.hf.get_vocab())
+
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=True)
 

@@ -374,7 +374,11 @@ def train(
     # 0.54 GB instead of 1.07 (the LoRA weights and the optimiser stay float32; peft makes them so).
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.bfloat16 if precision == "bf16" else torch.float32).to(device)
     checkpoint = out_dir / "checkpoint"
+    best_dir = out_dir / "best"
     state = _load_state(checkpoint, fingerprint)
+    if state is None:  # another run's checkpoint (other data or settings), or none: start over, keeping nothing of it
+        for stale in (checkpoint, best_dir, checkpoint.with_name(checkpoint.name + ".tmp"), checkpoint.with_name(checkpoint.name + ".old")):
+            shutil.rmtree(stale, ignore_errors=True)
     if state is not None:
         model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
     elif init_adapter is not None:
@@ -392,7 +396,7 @@ def train(
     model.peft_config["default"].base_model_name_or_path = str(base_dir)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     if (checkpoint / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     planned, planned_epochs = plan_steps(len(train_set), config.batch_size, config.epochs, config.max_steps)
     eval_every = config.eval_every or eval_interval(planned)
@@ -409,7 +413,6 @@ def train(
     answer_limit = min(task.max_new_tokens or 256, max(len(e.answer) for e in train_set + dev_set) + 16)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     pad_id = tokenizer.hf.token_to_id("<pad>") or 0
-    best_dir = out_dir / "best"
     step = state["step"]
     model.train()
     epoch_batches: list[list[Example]] = []

@@ -81,3 +81,65 @@ def test_cache_root_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("GEMMAPIPE_CACHE", str(tmp_path / "env"))
     assert cache_root() == tmp_path / "env"
     assert cache_root(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_a_damaged_entry_is_found_and_built_again(tmp_path, monkeypatch):
+    import gemmapipe.cache as cache
+
+    monkeypatch.setattr(cache, "FULL_HASH_LIMIT", 64)  # "weights" above 64 bytes: checked by size and edges
+    monkeypatch.setattr(cache, "EDGE_BYTES", 16)
+    builds, notes = [], []
+
+    def build(out: Path) -> None:
+        builds.append(1)
+        (out / "config.json").write_text('{"layers": 18}')
+        (out / "sub").mkdir()
+        (out / "sub" / "model.bin").write_bytes(bytes(range(200)))
+
+    def entry() -> Path:
+        return ensure_entry(tmp_path, "test", "k", build, on_damaged=notes.append)
+
+    folder = entry()
+    manifest = __import__("json").loads((folder / MANIFEST).read_text())
+    assert set(manifest["files"]) == {"config.json", "sub/model.bin"} and "edge_sha256" in manifest["files"]["sub/model.bin"]
+    assert entry() == folder and len(builds) == 1  # sound: used as it is
+    damage = {"truncated weights": lambda: (folder / "sub" / "model.bin").write_bytes(bytes(range(100))),
+              "edited config of the same size": lambda: (folder / "config.json").write_text('{"layers": 19}'),
+              "weights overwritten at the end": lambda: (folder / "sub" / "model.bin").write_bytes(bytes(range(199)) + b"\xff"),
+              "a missing file": lambda: (folder / "config.json").unlink()}
+    for what, damage_it in damage.items():
+        damage_it()
+        assert entry() == folder, what
+        assert (folder / "config.json").read_text() == '{"layers": 18}' and (folder / "sub" / "model.bin").read_bytes() == bytes(range(200))
+        assert "is damaged" in notes[-1], what
+    assert len(builds) == 1 + len(damage)
+    assert not list(tmp_path.joinpath("test").glob(".k.tmp-*"))  # the damaged copies are gone
+    old_style = {k: v for k, v in manifest.items() if k != "files"}  # written before manifests listed files
+    (folder / MANIFEST).write_text(__import__("json").dumps(old_style))
+    (folder / "config.json").write_text("changed")
+    assert entry() == folder and len(builds) == 1 + len(damage)  # trusted as before
+
+
+def test_a_full_disk_while_preparing_is_a_setup_error_and_leaves_nothing(tmp_path):
+    import errno
+
+    from gemmapipe.errors import SetupError
+
+    def build(out: Path) -> None:
+        (out / "model.bin").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SetupError) as caught:
+        ensure_entry(tmp_path, "test", "k", build)
+    assert "No space left on device" in caught.value.message and "free space" in caught.value.hint
+    assert [p.name for p in (tmp_path / "test").iterdir()] == []
+
+
+def test_a_corrupt_adapter_metadata_file_is_a_setup_error(tmp_path):
+    from gemmapipe.errors import SetupError
+    from gemmapipe.models import ADAPTER_METADATA, adapter_metadata
+
+    (tmp_path / ADAPTER_METADATA).write_text('{"task": "cut off')
+    with pytest.raises(SetupError) as caught:
+        adapter_metadata(tmp_path)
+    assert "cannot be read" in caught.value.message and "train the adapter again" in caught.value.hint

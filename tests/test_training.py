@@ -565,3 +565,15 @@ def test_a_default_length_run_goes_on_while_its_dev_metric_rises(tiny_store, tmp
         assert metadata["extension_steps"] == [] and set(totals) == {40} and checked == [10, 20, 30, 40]
     given = train(TASK, DATA, tmp_path / "g", tiny_store, TrainConfig(epochs=2, batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=5))
     assert given["steps"] == 10 and given["extension_steps"] == []  # a length the user gave is kept
+
+
+def test_a_checkpoint_of_other_settings_is_discarded_not_resumed(tiny_store, tmp_path):
+    config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=2, checkpoint_every=2)
+    train(TASK, DATA, tmp_path / "r", tiny_store, config)
+    (tmp_path / "r" / "best" / "stale-marker").write_text("from the first run")
+    steps = []
+    other = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=2, checkpoint_every=2, learning_rate=1e-3)
+    metadata = train(TASK, DATA, tmp_path / "r", tiny_store, other, on_step=lambda s, t, l: steps.append(s))
+    assert steps == [1, 2, 3, 4] and metadata["steps"] == 4  # from the start, not from the other run's step 4
+    assert not (tmp_path / "r" / "best" / "stale-marker").exists()  # nothing of the other run's best is kept
+    assert len(json.loads((tmp_path / "r" / "checkpoint" / "state.json").read_text())["state"]["history"]) == 4
