@@ -17,7 +17,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_exit_codes_are_documented():
     readme = (REPO / "README.md").read_text()
-    for code in (cli.EXIT_OK, cli.EXIT_RECORDS_FAILED, cli.EXIT_USAGE, cli.EXIT_SETUP, cli.EXIT_INTERRUPTED, cli.EXIT_OUTPUT_CLOSED):
+    for code in (cli.EXIT_OK, cli.EXIT_RECORDS_FAILED, cli.EXIT_USAGE, cli.EXIT_SETUP, cli.EXIT_WRITE_FAILED, cli.EXIT_INTERRUPTED,
+                 cli.EXIT_OUTPUT_CLOSED, cli.EXIT_TERMINATED):
         assert f"| {code} |" in readme
 
 
