@@ -391,7 +391,9 @@ def _silence_stdout() -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per task, for scripts.")
 def tasks(as_json: bool) -> None:
-    """List the tasks that can run: kind, name, schema, adapter and the plugin that provides it."""
+    """List the tasks that can run: kind, name, schema, adapter and the plugin that provides it.
+
+    A table on a terminal; piped, one tab-separated line per task in that column order (or --json)."""
     try:
         registry = get_plugins().registry()
     except GemmapipeError as exc:
@@ -411,13 +413,10 @@ def tasks(as_json: bool) -> None:
         for row in rows:
             click.echo(json.dumps(row))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from .tables import print_table
 
-    table = Table("kind", "name", "schema", "adapter", "plugin", "description")
-    for row in rows:
-        table.add_row(row["kind"], row["name"], row["schema"], row["adapter"] or "none (base model)", row["plugin"], row["description"])
-    Console().print(table)
+    print_table(["kind", "name", "schema", "adapter", "plugin", "description"],
+                [[r["kind"], r["name"], r["schema"], r["adapter"] or "none (base model)", r["plugin"], r["description"]] for r in rows])
 
 
 @cli.command()
@@ -434,15 +433,19 @@ def schema(name: str) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
 def plugins(as_json: bool) -> None:
-    """List loaded plugins, the package that provides each, and the hooks they implement."""
+    """List loaded plugins, the package that provides each, and the hooks they implement.
+
+    A table on a terminal; piped, one tab-separated line per plugin: name, package, version, hooks (or --json)."""
+    from .tables import print_table
+
     loaded = get_plugins()
-    for info in loaded.infos():
-        row = {"name": info.name, "package": info.package, "version": info.version, "hooks": list(info.hooks)}
-        if as_json:
+    rows = [{"name": info.name, "package": info.package, "version": info.version, "hooks": list(info.hooks)} for info in loaded.infos()]
+    if as_json:
+        for row in rows:
             click.echo(json.dumps(row))
-        else:
-            origin = f"{info.package} {info.version}" if info.package else "built in"
-            click.echo(f"{info.name}  ({origin})  hooks: {', '.join(info.hooks)}")
+    else:
+        print_table(["name", "package", "version", "hooks"],
+                    [[r["name"], r["package"] or "built in", r["version"], ", ".join(r["hooks"])] for r in rows])
     for name, message in loaded.failures.items():
         click.echo(f"{name}  FAILED: {message}", err=True)
 

@@ -225,3 +225,26 @@ def test_progress_bar_never_takes_stdout(gemmapipe_run, label_schema, monkeypatc
     assert result.exit_code == 0
     assert [json.loads(line)["label"] in ("spam", "ham") for line in result.stdout.splitlines()] == [True] * 3
     assert '"label"' not in result.stderr
+
+
+def test_tables_are_tab_separated_lines_when_piped_and_boxed_on_a_terminal(gemmapipe_run):
+    import io
+
+    from gemmapipe.tables import print_table
+
+    result = gemmapipe_run(["tasks"])
+    rows = [line.split("\t") for line in result.output.splitlines()]
+    assert rows and all(len(row) == 6 for row in rows)  # kind, name, schema, adapter, plugin, description
+    assert ["classify", "banking77"] == rows[[r[1] for r in rows].index("banking77")][:2]
+    piped = io.StringIO()
+    print_table(["a", "b"], [["x\ty", None], ["two\nlines", 3]], title="T", stream=piped)
+    assert piped.getvalue() == "x y\t\ntwo lines\t3\n"
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    boxed = Terminal()
+    print_table(["a", "b"], [["x", 1]], title="T", stream=boxed)
+    out = boxed.getvalue()
+    assert "T" in out and "│" in out and "\t" not in out  # rich's box, with its title

@@ -102,29 +102,26 @@ def register_commands(cli: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(report.to_dict(), indent=2))
             return
-        from rich.console import Console
-        from rich.table import Table
+        from ..tables import print_table
 
-        table = Table(title=f"{task.name} on {data} ({report.records} records)")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
+        table: list[tuple[str, str]] = []
         scores = report.field_scores()
         for name, value in report.field_exact_match.items():
             f1 = scores[name]
-            table.add_row(f"exact match: {name}", f"{value:.1%}  (P {f1['precision']:.1%} R {f1['recall']:.1%} F1 {f1['f1']:.1%})")
+            table.append((f"exact match: {name}", f"{value:.1%}  (P {f1['precision']:.1%} R {f1['recall']:.1%} F1 {f1['f1']:.1%})"))
         for name in [n for n in scores if n not in report.field_exact_match]:  # keys only answers had
-            table.add_row(f"invented: {name}", f"{report.field_counts[name]['fp']} values")
-        table.add_row("mean field exact match" + (" (accuracy)" if len(report.field_exact_match) == 1 else ""), f"{report.mean_field_exact_match:.1%}")
+            table.append((f"invented: {name}", f"{report.field_counts[name]['fp']} values"))
+        table.append(("mean field exact match" + (" (accuracy)" if len(report.field_exact_match) == 1 else ""), f"{report.mean_field_exact_match:.1%}"))
         micro = report.micro
-        table.add_row("field values: precision / recall / F1", f"{micro['precision']:.1%} / {micro['recall']:.1%} / {micro['f1']:.1%}")
-        table.add_row("mean character similarity", f"{report.mean_field_similarity:.1%}")
-        table.add_row("whole-record exact match", f"{report.record_exact_match:.1%}")
-        table.add_row("schema-valid answers", f"{report.validity_rate:.1%}")
-        table.add_row("error records", ", ".join(f"{k} {v}" for k, v in report.errors_by_type.items()) or "0")
+        table.append(("field values: precision / recall / F1", f"{micro['precision']:.1%} / {micro['recall']:.1%} / {micro['f1']:.1%}"))
+        table.append(("mean character similarity", f"{report.mean_field_similarity:.1%}"))
+        table.append(("whole-record exact match", f"{report.record_exact_match:.1%}"))
+        table.append(("schema-valid answers", f"{report.validity_rate:.1%}"))
+        table.append(("error records", ", ".join(f"{k} {v}" for k, v in report.errors_by_type.items()) or "0"))
         for name, value in report.field_in_text.items():  # extraction tasks only
-            table.add_row(f"expected value in the text: {name}", f"{value:.1%}")
-        table.add_row("records/s", f"{report.records_per_second:.2f}")
-        Console().print(table)
+            table.append((f"expected value in the text: {name}", f"{value:.1%}"))
+        table.append(("records/s", f"{report.records_per_second:.2f}"))
+        print_table(["metric", "value"], table, title=f"{task.name} on {data} ({report.records} records)")
 
     @cli.command()
     @click.option("--task", "task_name", help="A registered task to train an adapter for.")
