@@ -174,3 +174,16 @@ def test_a_sure_to_be_too_long_input_is_refused_without_tokenizing(tiny_engine, 
                                    max_input_tokens=4096)
     assert results[0].error_type == "input_too_long" and "at least" in results[0].error and results[1].error_type != "input_too_long"
     assert len(encoded) == 1  # only the short one was tokenized
+
+
+def test_hostile_lines_through_the_command_every_line_answered_exit_1(env, tmp_path):
+    environment, schema = env
+    good = [json.dumps({"text": f"message {i}", "id": i}).encode() for i in range(5)]
+    data = b"\n".join([good[0], *HOSTILE[:4], good[1], b"\xff\xfe", good[2], b"", good[3], b"\x00", good[4]])  # no final newline
+    proc = subprocess.run(COMMAND + ["classify", "-s", schema, "--envelope"], input=data, capture_output=True, env=environment, timeout=120)
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    errors = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith(b"{")]
+    assert proc.returncode == 1 and b"Traceback" not in proc.stderr
+    assert sorted([r["line"] for r in results] + [e["line"] for e in errors]) == list(range(1, lines_of(data) + 1))
+    assert [r["id"] for r in results] == [0, "\udfff", 1, 2, 3, 4]  # the id with a lone surrogate came back escaped
+    assert [e["error"] for e in errors] == ["invalid_json", "invalid_json", "invalid_text", "invalid_encoding", "empty_line", "nul_byte"]
