@@ -5,7 +5,8 @@
 For every built-in task with a trained adapter (and ``log-severity`` and ``logline`` of the gemmapipe-logs plugin,
 when installed), runs ``gemmapipe eval --task NAME --data TEST --json`` (the real Gemma 3 270M, int8) and prints its
 figures: mean field exact match (accuracy for classification), per-field exact match, mean character similarity,
-schema validity, error records and records/s. In the same run, the base model without the adapter is scored on an
+schema validity, error records and records/s; for extraction tasks, what ``--min-confidence`` buys (exact match of the
+fields at or above and below a few thresholds, and of the records kept and routed away). In the same run, the base model without the adapter is scored on an
 evenly spaced sample of the same test split (``--baseline-records``) and each adapter figure is printed as a ratio to
 it. For ``redact`` it also counts leaks: answers that still contain a personal value the reference replaced (names,
 emails, phones, numbers, addresses). Test data: ../shared/datasets/{sroie,banking77}/test.jsonl and
@@ -46,9 +47,36 @@ def run_eval(task: str, data: Path, extra: list[str]) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"accuracy_bench: {' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
         report = json.loads(done.stdout)
+        rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
         if task == "redact":
-            report["leaks"] = count_leaks([json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()])
+            report["leaks"] = count_leaks(rows)
+        report["calibration"] = calibration(rows)
     return report
+
+
+THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
+
+
+def calibration(predictions: list[dict]) -> list[dict]:
+    """What ``--min-confidence T`` buys: for each threshold, the fields (of answered records) at or above it and
+    below it, and the exact match of each group. An answer routed away by T is the record of its weakest field, so
+    the record figures are given too: records kept (every field at or above T) and their whole-record exact match."""
+    table = []
+    for threshold in THRESHOLDS:
+        counts = {"above": [0, 0], "below": [0, 0], "records_kept": [0, 0], "records_routed": [0, 0]}
+        for row in predictions:
+            confidence, exact = row.get("confidence"), row.get("exact") or {}
+            if not confidence or row.get("output") is None:
+                continue
+            for field, right in exact.items():
+                side = "above" if confidence.get(field, 1.0) >= threshold else "below"
+                counts[side][0] += 1
+                counts[side][1] += bool(right)
+            kept = "records_kept" if min(confidence.values()) >= threshold else "records_routed"
+            counts[kept][0] += 1
+            counts[kept][1] += all(exact.values())
+        table.append({"threshold": threshold, **{k: {"n": n, "exact_match": right / n if n else None} for k, (n, right) in counts.items()}})
+    return table
 
 
 def count_leaks(predictions: list[dict]) -> dict:
@@ -125,6 +153,13 @@ def main() -> None:
             print(f"  field values: precision {report['micro_precision']:.1%}  recall {report['micro_recall']:.1%}  F1 "
                   f"{report['micro_f1']:.1%} (macro F1 {report['macro_f1']:.1%})")
         print(f"  schema-valid {report['schema_validity_rate']:.1%}   errors {report['errors_by_type'] or 0}   {report['records_per_second']:.2f} records/s")
+        if report["field_exact_match"] and len(report["field_exact_match"]) > 1:  # extraction: what a confidence threshold buys
+            for row in report["calibration"]:
+                def share(key: str) -> str:
+                    group = row[key]
+                    return f"{group['n']} at {group['exact_match']:.1%}" if group["n"] else "0"
+                print(f"  --min-confidence {row['threshold']}: fields at or above {share('above')} right, below {share('below')};"
+                      f" records kept {share('records_kept')} all right, routed to a person {share('records_routed')}")
         if "leaks" in report:
             leaks = report["leaks"]
             print(f"  leaked personal values {leaks['leaked_values']} of {leaks['personal_values']} ({leaks['leak_rate']:.1%});"

@@ -113,7 +113,9 @@ def run_options(f: Any) -> Any:
         click.option("--text-field", default="text", show_default=True, help="Field that holds the text in JSON input."),
         click.option("--id-field", default="id", show_default=True, help="Field that identifies a record (copied to error records and envelopes)."),
         click.option("--format", "input_format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True, help="Input lines: JSON objects, plain text, or auto (JSON if the first line starts with '{')."),
-        click.option("--envelope", is_flag=True, help='Write {"line", "id", "result"} instead of the bare result.'),
+        click.option("--envelope", is_flag=True, help='Write {"line", "id", "result", "confidence", "offsets", "key", "provenance"} instead of the bare result.'),
+        click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="An answer with a field below this confidence (its least likely token's probability) becomes a low_confidence error record, the answer kept in it."),
+        click.option("--resume", "resume_path", type=click.Path(dir_okay=False, path_type=Path), help="An earlier --envelope output (often the file this run appends to): records it already answered (same text, task, adapter and schema) are skipped."),
         click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), help="Write error records to this file instead of stderr."),
         click.option("--fail-fast", is_flag=True, help="Stop at the first record that fails (exit 1)."),
         click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True, help="Records decoded together."),
@@ -276,10 +278,13 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     from .engine import Engine
     from .models import ModelStore
     from .pipeline import OutputFailed, RunOptions, run_task
+    from .provenance import run_provenance
     from .progress import Progress, regular_file_size
     from .records import LineReader, LineWriter, read_records
 
     input_stream = options["input_file"]
+    if options["resume_path"] is not None and not options["envelope"]:
+        raise click.UsageError("--resume reads the keys an --envelope output holds, and this run's output must hold them too: add --envelope")
     errors_stream = open_errors_file(options["errors_path"], input_stream) if options["errors_path"] else sys.stderr
     store = ModelStore(obj["cache_dir"], obj["base"])
     try:
@@ -290,7 +295,14 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
         raise
     reader = LineReader(input_stream, options["max_line_bytes"])
     records = read_records(reader, options["input_format"], options["text_field"], options["id_field"] or None, options["encoding"])
+    provenance = run_provenance(task, store.base_description, options["compute_type"]) if options["envelope"] else None
+    done_keys: frozenset[str] = frozenset()
+    if options["resume_path"] is not None:
+        done_keys = read_resume(options["resume_path"])
     run_options = RunOptions(
+        min_confidence=options["min_confidence"],
+        provenance=provenance,
+        done_keys=done_keys,
         batch_size=options["batch_size"],
         window=max(256, options["batch_size"] * 16),
         first_window=options["batch_size"] * 2,
@@ -347,6 +359,27 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     if summary.stopped_early == "fail_fast":
         click.echo(f"gemmapipe: stopped at the first failed record (--fail-fast); next line: {summary.next_line}", err=True)
     return EXIT_RECORDS_FAILED if summary.failed else EXIT_OK
+
+
+def read_resume(path: Path) -> frozenset[str]:
+    """The content keys ``--resume FILE`` already answered (see :func:`gemmapipe.provenance.read_done_keys`); a file that
+    does not exist yet (a first run) holds none."""
+    from .provenance import read_done_keys
+
+    if not path.exists():
+        click.echo(f"gemmapipe: --resume {path} does not exist yet: every record will be answered", err=True)
+        return frozenset()
+    try:
+        output_fd: int | None = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        output_fd = None  # not a file (a test's in-memory stream)
+    try:
+        keys, unreadable = read_done_keys(path, output_fd)
+    except OSError as exc:
+        raise click.UsageError(f"cannot read --resume {path}: {exc.strerror}") from None
+    note = f" ({unreadable} line{'s' * (unreadable != 1)} could not be read: cut off by a crash?)" if unreadable else ""
+    click.echo(f"gemmapipe: --resume {path}: {len(keys):,} records answered before{note}", err=True)
+    return frozenset(keys)
 
 
 def write_stats(path: Path, summary: Any, engine: Any) -> None:

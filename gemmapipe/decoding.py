@@ -47,18 +47,22 @@ class DecodeState:
     limit: int
     stop_ids: tuple[int, ...]
     accepted: list[int] = field(default_factory=list)
+    #: for each accepted token, the log-probability the model gave it, or None where the grammar forced it
+    logprobs: list[float | None] = field(default_factory=list)
     repairs: int = 0
     done: bool = False
     truncated: bool = False
     rejected: bool = False
     grammar_error: str | None = None
 
-    def accept(self, token: int) -> bool:
-        """Feed one token to the grammar; False (and nothing changes) if the grammar rejects it."""
+    def accept(self, token: int, logprob: float | None = None) -> bool:
+        """Feed one token to the grammar; False (and nothing changes) if the grammar rejects it. ``logprob``: the
+        model's log-probability of the token (None: the grammar forced it)."""
         if self.matcher.try_consume_tokens([token]) != 1:
             return False
         if token not in self.stop_ids:  # the stop token itself is not part of the answer
             self.accepted.append(token)
+            self.logprobs.append(logprob)
         if self.matcher.is_stopped():
             self.done = True
         elif len(self.accepted) >= self.limit:
@@ -154,7 +158,7 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel, output_ids) -> N
         if state.done:
             return True
         token = step.token_id if output_ids is None else int(output_ids[step.token_id])
-        if not state.accept(token):
+        if not state.accept(token, step.log_prob):
             state.rejected = True
             return True
         return state.finish_if_forced(only_stop)
@@ -170,6 +174,7 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel, output_ids) -> N
         end_token=end_tokens,
         sampling_topk=1,
         beam_size=1,
+        return_scores=True,  # each step's log-probability, for the answer's confidence (grounding.py)
         callback=on_token,
     )
 
@@ -204,9 +209,12 @@ def _take_best_allowed(state: DecodeState, logits: np.ndarray, mask: np.ndarray,
     fill_next_token_bitmask(state.matcher, mask, 0)
     if logits.shape[1] < vocab:  # a model whose output layer is smaller than the tokenizer's vocabulary
         logits = np.pad(logits, ((0, 0), (0, vocab - logits.shape[1])), constant_values=-np.inf)
+    finite = logits[0][np.isfinite(logits[0])]
+    top = float(finite.max()) if finite.size else 0.0
+    log_total = top + float(np.log(np.exp(finite - top).sum())) if finite.size else 0.0  # before the mask: the model's own view
     apply_token_bitmask_inplace(logits, mask)
     best = int(np.argmax(logits[0]))
     state.repairs += 1
-    if not np.isfinite(logits[0, best]) or not state.accept(best):
+    if not np.isfinite(logits[0, best]) or not state.accept(best, float(logits[0, best]) - log_total):
         state.done = True
         state.grammar_error = state.matcher.get_error() or "the grammar allows no next token"

@@ -31,6 +31,7 @@ from .convert import OUTPUT_IDS_FILE
 from .decoding import DecodeState, decode_batch
 from .errors import SetupError
 from .grammar import CompiledSchema
+from .grounding import field_confidence
 from .memory import release_free_memory
 from .models import BaseSource, ModelStore, check_compute_type
 from .prompts import Prompt
@@ -70,6 +71,9 @@ class Generation:
     repairs: int = 0
     #: how many prompts were decoded together with this one (itself included); 0 if it never reached the model
     batch_size: int = 0
+    #: per top-level field of ``value``, the lowest probability the model gave a token of it (grounding.py); None
+    #: when unknown (an error, or a decoder that gives no probabilities)
+    confidence: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,8 +95,10 @@ def length_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: i
     return batches
 
 
-def finish_generation(tokenizer: GemmaTokenizer, state: DecodeState, schema: CompiledSchema, batch_size: int) -> Generation:
-    """The :class:`Generation` of a decoded record: its value, or why there is none (any decoder's states)."""
+def finish_generation(tokenizer: GemmaTokenizer, state: DecodeState, schema: CompiledSchema, batch_size: int,
+                      scored: bool = True) -> Generation:
+    """The :class:`Generation` of a decoded record: its value, or why there is none (any decoder's states).
+    ``scored``: the decoder recorded each chosen token's log-probability, so the fields get a confidence."""
     text = tokenizer.decode(state.accepted)
     counts = {"prompt_tokens": len(state.prompt_ids), "output_tokens": len(state.accepted), "repairs": state.repairs,
               "batch_size": batch_size}
@@ -113,7 +119,10 @@ def finish_generation(tokenizer: GemmaTokenizer, state: DecodeState, schema: Com
     problems = schema.errors(value)
     if problems:
         return Generation(None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts)
-    return Generation(value, text, **counts)
+    confidence = None
+    if scored and isinstance(value, dict) and len(state.logprobs) == len(state.accepted):
+        confidence = field_confidence(text, state.accepted, state.logprobs, tokenizer.decode)
+    return Generation(value, text, **counts, confidence=confidence)
 
 
 class _RunningMean:

@@ -170,7 +170,8 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
             close[f] += (1.0 if same else similarity(_or_empty(answer.get(f)), _or_empty(gold[f]), ignore_case)) if got.ok else 0.0
         invented = [f for f in answer if f not in gold and _has_value(answer[f])]
         whole += got.ok and all(exact.values()) and not invented
-        prediction: dict[str, Any] = {"expected": want, "output": got.value if got.ok else None, "exact": exact}
+        prediction: dict[str, Any] = {"expected": want, "output": got.value if got.ok else None, "exact": exact,
+                                      "confidence": got.confidence}
         if not got.ok:
             prediction.update(error_type=got.error_type, error=got.error)
         predictions.append(prediction)

@@ -19,10 +19,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .decoding import Cancelled
 from .engine import DEFAULT_MAX_INPUT_TOKENS, Engine, Generation
+from .grounding import value_offsets
+from .provenance import record_key
 from .records import InputRecord, LineWriter, RecordError, excerpt, has_surrogates
 from .tasks import Task
 
@@ -44,6 +46,12 @@ class RunOptions:
     output: OutputMode = "result"
     fail_fast: bool = False
     idle_flush_seconds: float = 0.05
+    #: an answer with a field below this confidence becomes a ``low_confidence`` error record (grounding.py)
+    min_confidence: float | None = None
+    #: what every envelope carries (provenance.run_provenance); needed for ``output="envelope"`` keys and for resuming
+    provenance: dict[str, Any] | None = None
+    #: content keys already answered by an earlier run (``--resume``): such records are skipped
+    done_keys: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -52,6 +60,8 @@ class RunSummary:
 
     ok: int = 0
     failed: int = 0
+    #: records an earlier run had answered already (``--resume``): neither generated nor written
+    skipped: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
     repairs: int = 0
     prompt_tokens: int = 0
@@ -65,11 +75,12 @@ class RunSummary:
 
     @property
     def total(self) -> int:
-        return self.ok + self.failed
+        return self.ok + self.failed + self.skipped
 
     def describe(self) -> str:
         rate = self.total / self.seconds if self.seconds > 0 else 0.0
-        text = f"{self.total:,} records: {self.ok:,} ok, {self.failed:,} failed ({rate:.2f} records/s)"
+        skipped = f", {self.skipped:,} answered before (--resume)" if self.skipped else ""
+        text = f"{self.total:,} records: {self.ok:,} ok, {self.failed:,} failed{skipped} ({rate:.2f} records/s)"
         if self.errors_by_type:
             text += "; errors: " + ", ".join(f"{k} {v}" for k, v in self.errors_by_type.most_common())
         return text
@@ -77,7 +88,7 @@ class RunSummary:
     def to_json(self) -> dict[str, object]:
         """The counters as a JSON object (``--stats FILE``)."""
         return {
-            "records": self.total, "ok": self.ok, "failed": self.failed, "errors": dict(self.errors_by_type),
+            "records": self.total, "ok": self.ok, "failed": self.failed, "skipped": self.skipped, "errors": dict(self.errors_by_type),
             "seconds": round(self.seconds, 3),
             "records_per_second": round(self.total / self.seconds, 3) if self.seconds > 0 else None,
             "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens, "repairs": self.repairs,
@@ -123,7 +134,10 @@ def run_task(
                 break
             if not window:
                 break
-            good = [r for r in window if isinstance(r, InputRecord)]
+            keys = ({r.line: record_key(r.text, options.provenance) for r in window if isinstance(r, InputRecord)}
+                    if options.provenance is not None else {})
+            done = {line for line, key in keys.items() if key in options.done_keys}
+            good = [r for r in window if isinstance(r, InputRecord) and r.line not in done]
             generations: dict[int, Generation] = {}
             if good:
                 engine = get_engine()  # a model that cannot load is a setup error: it propagates
@@ -143,12 +157,15 @@ def run_task(
             writing = out
             try:
                 for item in window:
-                    error = item if isinstance(item, RecordError) else _as_error(item, generations[item.line])
+                    if item.line in done:
+                        summary.skipped += 1
+                        continue
+                    error = item if isinstance(item, RecordError) else _as_error(item, generations[item.line], options.min_confidence)
                     if error is None:
                         assert isinstance(item, InputRecord)
                         generation = generations[item.line]
                         writing = out
-                        out.write(_result_line(item, generation, options.output))
+                        out.write(_result_line(item, generation, options, keys.get(item.line), task.source(item.text, item.fields)))
                         summary.ok += 1
                     else:
                         writing = errors
@@ -214,17 +231,25 @@ def _answer(task: Task, engine: Engine, records: list[InputRecord], options: Run
     return generations
 
 
-def _as_error(record: InputRecord, generation: Generation) -> RecordError | None:
+def _as_error(record: InputRecord, generation: Generation, min_confidence: float | None = None) -> RecordError | None:
     if generation.ok:
-        return None
+        weak = {f: c for f, c in (generation.confidence or {}).items() if min_confidence is not None and c < min_confidence}
+        if not weak:
+            return None
+        named = ", ".join(f"{f} {c:.2f}" for f, c in weak.items())
+        return RecordError(record.line, "low_confidence", f"the answer's confidence is below --min-confidence {min_confidence}: {named}",
+                           excerpt(record.text), record.id, {"output": generation.value, "confidence": generation.confidence})
     assert generation.error_type is not None and generation.error is not None
     details = {"output": excerpt(generation.text)} if generation.text else {}
     return RecordError(record.line, generation.error_type, generation.error, excerpt(record.text), record.id, details)
 
 
-def _result_line(record: InputRecord, generation: Generation, mode: OutputMode) -> str:
-    if mode == "envelope":
-        value = {"line": record.line, "id": record.id, "result": generation.value}
+def _result_line(record: InputRecord, generation: Generation, options: RunOptions, key: str | None, source: str) -> str:
+    if options.output == "envelope":
+        value = {"line": record.line, "id": record.id, "result": generation.value, "confidence": generation.confidence,
+                 "offsets": value_offsets(generation.value, source)}
+        if options.provenance is not None:
+            value.update(key=key, provenance=options.provenance)
         line = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         return line if not has_surrogates(line) else json.dumps(value, separators=(",", ":"))  # an id with a lone surrogate
     return generation.text  # the exact validated text: compact JSON in the schema's key order

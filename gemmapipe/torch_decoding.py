@@ -95,7 +95,7 @@ def decode(model, tokenizer: GemmaTokenizer, task: Task, texts: Sequence[str], m
                         state.grammar_error = state.matcher.get_error() or "the grammar rejected the model's token"
                     if not state.done and not state.grammar_error:
                         state.done = state.truncated = True
-            results.extend(finish_generation(tokenizer, state, task.compiled, len(states)) for state in states)
+            results.extend(finish_generation(tokenizer, state, task.compiled, len(states), scored=False) for state in states)
     finally:
         hook.remove()
         if was_training:
