@@ -45,3 +45,9 @@ class ComputeTypeError(GemmapipeError):
     """The requested compute type is not available on this device."""
 
     exit_code = 2
+
+
+class MissingExtra(GemmapipeError):
+    """An optional dependency a command needs is not installed (the hint names the extra)."""
+
+    exit_code = 2

@@ -142,7 +142,7 @@ def run_task(
             if good:
                 engine = get_engine()  # a model that cannot load is a setup error: it propagates
                 try:
-                    generations = _answer(task, engine, good, options, cancel)
+                    generations = answer_records(task, engine, good, options, cancel)
                 except Cancelled:
                     summary.stopped_early = "interrupted"
                     summary.next_line = window[0].line
@@ -160,12 +160,12 @@ def run_task(
                     if item.line in done:
                         summary.skipped += 1
                         continue
-                    error = item if isinstance(item, RecordError) else _as_error(item, generations[item.line], options.min_confidence)
+                    error = item if isinstance(item, RecordError) else error_record(item, generations[item.line], options.min_confidence)
                     if error is None:
                         assert isinstance(item, InputRecord)
                         generation = generations[item.line]
                         writing = out
-                        out.write(_result_line(item, generation, options, keys.get(item.line), task.source(item.text, item.fields)))
+                        out.write(result_line(item, generation, options, keys.get(item.line), task.source(item.text, item.fields)))
                         summary.ok += 1
                     else:
                         writing = errors
@@ -197,7 +197,7 @@ def run_task(
     return summary
 
 
-def _answer(task: Task, engine: Engine, records: list[InputRecord], options: RunOptions, cancel: threading.Event) -> dict[int, Generation]:
+def answer_records(task: Task, engine: Engine, records: list[InputRecord], options: RunOptions, cancel: threading.Event) -> dict[int, Generation]:
     """Each record's generation, by line. When generating the batch raises (a tokenizer that refuses a text, a
     plugin's prompt that fails on a record, memory), each record is tried alone: the one that fails becomes an
     ``engine_error`` record with the reason, and the others are answered."""
@@ -231,7 +231,8 @@ def _answer(task: Task, engine: Engine, records: list[InputRecord], options: Run
     return generations
 
 
-def _as_error(record: InputRecord, generation: Generation, min_confidence: float | None = None) -> RecordError | None:
+def error_record(record: InputRecord, generation: Generation, min_confidence: float | None = None) -> RecordError | None:
+    """The error record of ``record``, or None when its answer stands (valid, and no field below ``min_confidence``)."""
     if generation.ok:
         weak = {f: c for f, c in (generation.confidence or {}).items() if min_confidence is not None and c < min_confidence}
         if not weak:
@@ -244,7 +245,9 @@ def _as_error(record: InputRecord, generation: Generation, min_confidence: float
     return RecordError(record.line, generation.error_type, generation.error, excerpt(record.text), record.id, details)
 
 
-def _result_line(record: InputRecord, generation: Generation, options: RunOptions, key: str | None, source: str) -> str:
+def result_line(record: InputRecord, generation: Generation, options: RunOptions, key: str | None, source: str) -> str:
+    """The output line of an answered record: the bare result, or its envelope (offsets found in ``source``, the text
+    copied values come from; ``key`` its content key)."""
     if options.output == "envelope":
         value = {"line": record.line, "id": record.id, "result": generation.value, "confidence": generation.confidence,
                  "offsets": value_offsets(generation.value, source)}

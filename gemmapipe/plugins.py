@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "gemmapipe.default_plugins.kinds",
     "gemmapipe.default_plugins.builtin_tasks",
     "gemmapipe.default_plugins.training_commands",
+    "gemmapipe.default_plugins.ray_commands",
 )
 
 
