@@ -30,7 +30,7 @@ EXIT_OK, EXIT_RECORDS_FAILED, EXIT_USAGE, EXIT_SETUP = 0, 1, 2, 3
 EXIT_WRITE_FAILED, EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, EXIT_TERMINATED = 74, 130, 141, 143
 
 
-def _fail(error: GemmapipeError) -> None:
+def fail(error: GemmapipeError) -> None:
     """Print a gemmapipe error with its hint and exit with its code."""
     click.echo(f"gemmapipe: error: {error.message}", err=True)
     if error.hint:
@@ -54,7 +54,7 @@ class GemmapipeGroup(click.Group):
                     self.add_command(make_kind_command(kind))
             plugins.pm.hook.register_commands(cli=self)
         except GemmapipeError as exc:
-            _fail(exc)
+            fail(exc)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._build()
@@ -177,7 +177,7 @@ def make_kind_command(kind: TaskKind) -> click.Command:
             task = resolve_task(kind, options["schema"], options["examples"], options["adapter"], options["no_adapter"])
             code = run_command(ctx.obj, task, options)
         except GemmapipeError as exc:
-            _fail(exc)
+            fail(exc)
         sys.exit(code)
 
     return command
@@ -430,7 +430,7 @@ def tasks(as_json: bool) -> None:
     try:
         registry = get_plugins().registry()
     except GemmapipeError as exc:
-        _fail(exc)
+        fail(exc)
     rows = [
         {
             "kind": t.kind,
@@ -459,7 +459,7 @@ def schema(name: str) -> None:
     try:
         task = get_plugins().registry().task(name)
     except GemmapipeError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(json.dumps(task.schema, indent=2, ensure_ascii=False))
 
 
@@ -508,7 +508,7 @@ def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str,
             if task.adapter:
                 click.echo(f"task {task.name}: {store.ctranslate2_dir(task.adapter, compute_type, task.model_answers)}")
     except GemmapipeError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def main() -> None:

@@ -51,3 +51,10 @@ class MissingExtra(GemmapipeError):
     """An optional dependency a command needs is not installed (the hint names the extra)."""
 
     exit_code = 2
+
+
+class UsageError(GemmapipeError):
+    """The command was asked for something it cannot do as asked (options that exclude each other, a file it cannot
+    write, data that does not fit): a usage error, exit 2 like click's own."""
+
+    exit_code = 2

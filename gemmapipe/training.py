@@ -34,7 +34,7 @@ from .memory import release_free_memory
 from .models import ADAPTER_METADATA as METADATA
 from .cache import hash_files
 from .convert import quiet_transformers
-from .errors import GemmapipeError, SchemaError
+from .errors import SchemaError, UsageError
 from .models import BASE_MODEL_ID, ModelStore, adapter_files
 from .prompts import PROMPT_FORMAT
 from .tasks import Task, invalid_answers
@@ -97,7 +97,7 @@ def training_precision(requested: str, device: str) -> str:
     after 10 minutes.
     """
     if requested not in PRECISIONS:
-        raise GemmapipeError(f"unknown precision {requested!r}", f"use one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {requested!r}", f"use one of {', '.join(PRECISIONS)}")
     if requested != "auto":
         return requested
     return "bf16" if native_bf16(device) else "float32"
@@ -326,9 +326,9 @@ def train(
     rank and target modules ``config`` must then carry) instead of a fresh LoRA initialisation.
     """
     if dev_data is not None and config.dev_fraction:  # before the base model is prepared, which can take minutes
-        raise GemmapipeError("both a dev fraction and a dev data file were given", "give one of them: --dev-fraction or --dev-data")
+        raise UsageError("both a dev fraction and a dev data file were given", "give one of them: --dev-fraction or --dev-data")
     if config.swap_values and task.kind != "extract":
-        raise GemmapipeError(f"value swapping is for extract tasks; {task.name!r} is a {task.kind} task",
+        raise UsageError(f"value swapping is for extract tasks; {task.name!r} is a {task.kind} task",
                              "leave out --swap-values")
     check_answers(task, data, "training")  # before the base model is prepared
     if dev_data is not None:
@@ -354,7 +354,7 @@ def train(
     train_set = build_examples(task, tokenizer, train_data, config.max_tokens)
     dev_set = build_examples(task, tokenizer, dev_data, config.max_tokens)
     if not train_set:
-        raise GemmapipeError("no training example fits", "check the data file, or raise --max-tokens")
+        raise UsageError("no training example fits", "check the data file, or raise --max-tokens")
     left_out = {"train": len(train_data) - len(train_set), "dev": len(dev_data) - len(dev_set)}
     if any(left_out.values()):
         store.notify(f"{left_out['train']} of {len(train_data)} training records and {left_out['dev']} of {len(dev_data)} dev "
@@ -548,7 +548,7 @@ def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
     """Rank, alpha and target modules of a PEFT adapter folder (what a run that continues it must use)."""
     path = adapter_dir / "adapter_config.json"
     if not path.is_file():
-        raise GemmapipeError(f"{adapter_dir} is not an adapter folder (no adapter_config.json)",
+        raise UsageError(f"{adapter_dir} is not an adapter folder (no adapter_config.json)",
                              "point --init-adapter at a folder written by `gemmapipe train` (or another PEFT LoRA adapter)")
     settings = json.loads(path.read_text(encoding="utf-8"))
     modules = settings.get("target_modules") or []
@@ -570,7 +570,7 @@ def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, dev_sha256
     store.check_adapter_base(adapter)
     settings = adapter_settings(adapter)
     if settings["rank"] != config.rank or set(settings["target_modules"]) != set(config.target_modules):
-        raise GemmapipeError(f"adapter {adapter} has rank {settings['rank']} on {', '.join(settings['target_modules'])}; "
+        raise UsageError(f"adapter {adapter} has rank {settings['rank']} on {', '.join(settings['target_modules'])}; "
                              f"this run asks for rank {config.rank} on {', '.join(config.target_modules)}",
                              "leave out --rank when continuing an adapter (its own is used)")
     path = adapter / METADATA

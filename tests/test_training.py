@@ -365,7 +365,7 @@ def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
     written = json.loads((tmp_path / "f" / METADATA).read_text())
     assert written["dev_examples"] == 3 and written["train_examples"] == 24 and written["hyperparameters"]["dev_fraction"] == 0.0
     both = gemmapipe_run(common + ["--out", str(tmp_path / "g"), "--dev-fraction", "0.1"])
-    assert both.exit_code != 0 and "give one of them" in both.stderr and "Traceback" not in both.output
+    assert both.exit_code == 2 and "give one of them" in both.stderr and "Traceback" not in both.output  # a usage error
 
 
 def test_continuing_on_the_adapters_own_dev_records_gives_no_leak_notice(gemmapipe_tiny_model, gemmapipe_cache, tmp_path):

@@ -125,13 +125,13 @@ def _kind_command(kind: str, help_text: str) -> click.Command:
     @click.option("--compute-type", default="int8", show_default=True)
     @click.pass_obj
     def command(obj: dict[str, Any], **options: Any) -> None:
-        from ..cli import _fail
+        from ..cli import fail
         from ..errors import GemmapipeError
 
         try:
             code = run_on_ray(obj, kind, options)
         except GemmapipeError as exc:
-            _fail(exc)
+            fail(exc)
         sys.exit(code)
 
     return command

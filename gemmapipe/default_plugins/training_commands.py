@@ -16,7 +16,7 @@ from ..hookspecs import hookimpl
 
 def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind: str, adapter: Path | None, no_adapter: bool = False):  # type: ignore[no-untyped-def]
     from ..cli import choose_adapter
-    from ..errors import GemmapipeError
+    from ..errors import GemmapipeError, UsageError
     from ..plugins import get_plugins
     from ..tasks import adhoc_task
 
@@ -27,7 +27,7 @@ def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind:
         task = registry.task(task_name)
     else:
         if kind not in registry.kinds:
-            raise GemmapipeError(f"unknown kind {kind!r}", f"choose one of: {', '.join(registry.kinds)}")
+            raise UsageError(f"unknown kind {kind!r}", f"choose one of: {', '.join(registry.kinds)}")
         task = adhoc_task(registry.kinds[kind], schema)  # type: ignore[arg-type]
     return choose_adapter(task, adapter, no_adapter)
 
@@ -54,9 +54,9 @@ def register_commands(cli: click.Group) -> None:
     @click.pass_obj
     def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, examples, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
-        from ..cli import EXIT_INTERRUPTED, _fail, warn_of_examples_mismatch, with_examples_file
+        from ..cli import EXIT_INTERRUPTED, fail, warn_of_examples_mismatch, with_examples_file
         from ..engine import Engine
-        from ..errors import GemmapipeError
+        from ..errors import GemmapipeError, UsageError
         from ..evaluate import evaluate
         from ..tasks import read_labelled
         from ..models import ModelStore
@@ -80,7 +80,7 @@ def register_commands(cli: click.Group) -> None:
                 if predictions is not None:
                     open(predictions, "a", encoding="utf-8").close()
             except OSError as exc:
-                raise GemmapipeError(f"cannot write --predictions {predictions}: {exc.strerror}", "choose a writable path") from exc
+                raise UsageError(f"cannot write --predictions {predictions}: {exc.strerror}", "choose a writable path") from exc
             store = ModelStore(obj["cache_dir"], obj["base"])
             with Engine.load(task.adapter, compute_type, threads, store=store, answers=task.model_answers) as engine:
                 progress = CountProgress(len(pairs))  # on a terminal only
@@ -92,7 +92,7 @@ def register_commands(cli: click.Group) -> None:
             if created:
                 predictions.unlink(missing_ok=True)
             if isinstance(exc, GemmapipeError):
-                _fail(exc)
+                fail(exc)
             click.echo("gemmapipe: interrupted; no report (eval scores only a finished run)", err=True)
             sys.exit(EXIT_INTERRUPTED)
         if predictions is not None:
@@ -160,8 +160,8 @@ def register_commands(cli: click.Group) -> None:
         Ctrl-C saves a checkpoint; run the same command again to resume. --init-adapter continues an adapter
         trained earlier: `--init-adapter A --epochs 1` on A's data and seed adds one epoch to A.
         """
-        from ..cli import EXIT_INTERRUPTED, _fail
-        from ..errors import GemmapipeError
+        from ..cli import EXIT_INTERRUPTED, fail
+        from ..errors import GemmapipeError, UsageError
         from ..tasks import read_labelled
         from ..models import ModelStore
         from ..training import TrainConfig, adapter_settings, torch_threads, train as run_training
@@ -169,7 +169,7 @@ def register_commands(cli: click.Group) -> None:
         try:  # a continued adapter brings its own rank; training refuses a --rank that differs from it
             lora = adapter_settings(init_adapter) if init_adapter is not None else {}
         except GemmapipeError as exc:
-            _fail(exc)
+            fail(exc)
         if rank is not None:
             lora.update(rank=rank, alpha=2 * rank)
         if dev_data is not None and click.get_current_context().get_parameter_source("dev_fraction") is click.core.ParameterSource.DEFAULT:
@@ -194,7 +194,7 @@ def register_commands(cli: click.Group) -> None:
                                         on_step=progress.update, on_dev=progress.dev_check, should_stop=lambda: stop["requested"], init_adapter=init_adapter,
                                         dev_data=read_labelled(dev_data) if dev_data is not None else None)
         except GemmapipeError as exc:
-            _fail(exc)
+            fail(exc)
         finally:
             signal.signal(signal.SIGINT, previous)
             progress.close()
