@@ -1,7 +1,7 @@
 """Throughput of the real CLI pipe, this checkout against a baseline commit, in the same run: prints figures, never asserts.
 
     python bench/throughput.py [--tasks invoice,banking77,redact,log-severity,logline] [--limit 96] [--full]
-                               [--baseline 6df017c] [--repeats 1] [--json]
+                               [--baseline 6df017c] [--repeats 1] [--envelope] [--json]
 
 For each task (the built-in ones, and the gemmapipe-logs plugin's when it is installed), the first ``--limit``
 records of its test split (all of them with ``--full``) are piped through ``python -m gemmapipe KIND --schema TASK``
@@ -74,9 +74,12 @@ def records_file(task: str, limit: int | None, folder: Path) -> Path:
     return path
 
 
+EXTRA: list[str] = []  # options given to both checkouts' runs (--envelope: see main)
+
+
 def run_pipe(code: Path, task: str, data: Path, stats: Path | None) -> dict:
     """One run of the CLI of the checkout at ``code``: wall seconds, peak RSS (MB), output lines, --stats."""
-    command = [sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", str(data)]
+    command = [sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", *EXTRA, str(data)]
     if stats is not None:
         command += ["--stats", str(stats)]
     out_path, err_path = data.with_suffix(".out"), data.with_suffix(".err")
@@ -132,7 +135,11 @@ def main() -> None:
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"git revision to compare with (default {DEFAULT_BASELINE})")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--envelope", action="store_true", help="both checkouts write --envelope lines (to measure what "
+                        "this checkout's envelope costs: confidence, offsets, provenance); answers are compared by their result")
     args = parser.parse_args()
+    if args.envelope:
+        EXTRA.append("--envelope")
     threads = os.cpu_count() or 1
     peak = gemm_peak_gops(threads)
     figures: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {threads} cores",
@@ -176,7 +183,10 @@ def summarize(task: str, data: Path, new: list[dict], old: list[dict], cold_new:
     new_s = statistics.median(r["seconds"] for r in new)
     old_s = statistics.median(r["seconds"] for r in old)
     stats = new[0]["stats"]
-    same = sum(a == b for a, b in zip(new[0]["lines"], old[0]["lines"])) / max(len(old[0]["lines"]), 1)
+    def answers(lines: list[str]) -> list[object]:
+        return [json.loads(line).get("result") for line in lines] if EXTRA else lines
+
+    same = sum(a == b for a, b in zip(answers(new[0]["lines"]), answers(old[0]["lines"]))) / max(len(old[0]["lines"]), 1)
     macs = stats["prompt_tokens"] * LAYER_MACS_PER_TOKEN + stats["output_tokens"] * (LAYER_MACS_PER_TOKEN + rows * OUTPUT_MACS_PER_ROW)
     macs += n * rows * OUTPUT_MACS_PER_ROW  # the prompt's last position is scored too
     achieved = 2 * macs / new_s / 1e9
