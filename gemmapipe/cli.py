@@ -120,7 +120,7 @@ def run_options(f: Any) -> Any:
         click.option("--fail-fast", is_flag=True, help="Stop at the first record that fails (exit 1)."),
         click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True, help="Records decoded together."),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores]."),
-        click.option("--compute-type", default="int8", show_default=True, help=f"One of {', '.join(COMPUTE_TYPES)}."),
+        click.option("--compute-type", default="int8", show_default=True, help=f"One of {', '.join(COMPUTE_TYPES)} (CTranslate2), or int4 (ONNX Runtime GenAI: pip install 'gemmapipe[int4]')."),
         click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens [default: the task's, else 256]."),
         click.option("--max-input-tokens", type=click.IntRange(1), default=4096, show_default=True, help="Longer inputs become error records."),
         click.option("--max-line-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, help="Longer lines become error records."),
@@ -275,7 +275,7 @@ def apply_adapter(task: Task, adapter: Path) -> Task:
 
 
 def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int:
-    from .engine import Engine
+    from .engines import load_engine
     from .models import ModelStore
     from .pipeline import OutputFailed, RunOptions, run_task
     from .provenance import run_provenance
@@ -288,7 +288,7 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     errors_stream = open_errors_file(options["errors_path"], input_stream) if options["errors_path"] else sys.stderr
     store = ModelStore(obj["cache_dir"], obj["base"])
     try:
-        engine = Engine.load(task.adapter, options["compute_type"], options["threads"], store=store, answers=task.model_answers)
+        engine = load_engine(task.adapter, options["compute_type"], options["threads"], store=store, answers=task.model_answers)
     except BaseException:
         if errors_stream is not sys.stderr:
             errors_stream.close()
@@ -485,7 +485,7 @@ def plugins(as_json: bool) -> None:
 
 @cli.command()
 @click.option("--task", "task_names", multiple=True, help="Also prepare the adapter of this task (repeatable); default: every task with an adapter.")
-@click.option("--compute-type", default="int8", show_default=True, help=f"One of {', '.join(COMPUTE_TYPES)}.")
+@click.option("--compute-type", default="int8", show_default=True, help=f"One of {', '.join(COMPUTE_TYPES)}, or int4.")
 @click.option("--base-only", is_flag=True, help="Prepare only the base model.")
 @click.pass_obj
 def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str, base_only: bool) -> None:
@@ -500,13 +500,16 @@ def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str,
         store = ModelStore(obj["cache_dir"], obj["base"])
         registry = get_plugins().registry()
         store.base_dir()
-        click.echo(f"base model: {store.ctranslate2_dir(None, compute_type)}")
+        def prepared(adapter: Any, answers: Any = None) -> Path:
+            return store.onnx_int4_dir(adapter) if compute_type == "int4" else store.ctranslate2_dir(adapter, compute_type, answers)
+
+        click.echo(f"base model: {prepared(None)}")
         if base_only:
             return
         chosen = [registry.task(n) for n in task_names] if task_names else [t for t in registry.tasks.values() if t.adapter]
         for task in chosen:
             if task.adapter:
-                click.echo(f"task {task.name}: {store.ctranslate2_dir(task.adapter, compute_type, task.model_answers)}")
+                click.echo(f"task {task.name}: {prepared(task.adapter, task.model_answers)}")
     except GemmapipeError as exc:
         fail(exc)
 

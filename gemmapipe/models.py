@@ -33,15 +33,26 @@ FORMAT_VERSION = 1
 COMPUTE_TYPES: dict[str, str] = {"int8": "int8", "int8_float32": "int8", "float32": "float32"}
 
 
+INT4_EXTRA_HINT = "pip install 'gemmapipe[int4]' (ONNX Runtime GenAI, whose 4-bit kernels run on the CPU)"
+
+
+def require_int4() -> None:
+    """Raise a :class:`ComputeTypeError` naming the extra when the int4 engine's packages are missing."""
+    try:
+        import onnxruntime_genai  # noqa: F401
+    except ImportError as exc:
+        raise ComputeTypeError("compute type 'int4' needs ONNX Runtime GenAI, which is not installed", INT4_EXTRA_HINT) from exc
+
+
 def check_compute_type(compute_type: str) -> str:
     """Return the storage quantization for ``compute_type``, or raise a :class:`ComputeTypeError` that says why."""
     if compute_type in COMPUTE_TYPES:
         return COMPUTE_TYPES[compute_type]
     if compute_type.startswith("int4") or compute_type in {"awq", "q4"}:
         raise ComputeTypeError(
-            f"compute type {compute_type!r} is not available: CTranslate2 has no int4 kernel for the CPU "
-            "(its 4-bit support is AWQ on NVIDIA GPUs only)",
-            "use --compute-type int8 (the default: 8-bit weights, fastest on CPU) or float32",
+            f"compute type {compute_type!r} is not a CTranslate2 one: CTranslate2 has no int4 kernel for the CPU, so "
+            "int4 runs on ONNX Runtime GenAI (gemmapipe.ort_engine)",
+            "use --compute-type int4 (through gemmapipe.engines.load_engine), int8 or float32",
         )
     if compute_type == "int16":
         # CTranslate2 quantizes int16 activations with one fixed scale (ops::Quantize::global_int16_scale = 1000),
@@ -213,6 +224,66 @@ class ModelStore:
             on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
             on_damaged=self.notify,
         )
+
+    def onnx_int4_dir(self, adapter: Path | None = None) -> Path:
+        """The int4 ONNX Runtime GenAI folder for the base (+ adapter, merged first), built on first use with
+        onnxruntime-genai's model builder (4-bit weight-only MatMulNBits; see :mod:`gemmapipe.ort_builder`)."""
+        require_int4()
+        if adapter:
+            self.check_adapter_base(adapter)
+        import onnxruntime_genai
+
+        description: dict[str, object] = {
+            "base": self.base_description,
+            "adapter": hash_files(adapter_files(adapter)) if adapter else None,
+            "quantization": "int4",
+            "onnxruntime_genai": onnxruntime_genai.__version__,
+            "format": FORMAT_VERSION,
+        }
+        return ensure_entry(
+            self.root,
+            "ort",
+            content_key(description),
+            lambda out: self._build_onnx_int4(out, adapter),
+            description,
+            on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
+            on_damaged=self.notify,
+        )
+
+    def _build_onnx_int4(self, out: Path, adapter: Path | None) -> None:
+        import subprocess
+        import sys
+
+        from . import convert
+
+        base = self.base_dir()
+        source = base
+        merged = None
+        try:
+            if adapter is not None:
+                self.notify(f"merging adapter {adapter} and converting it to int4 ONNX (first use only)")
+                merged = Path(tempfile.mkdtemp(prefix=f"{out.name}.merge-", dir=out.parent))
+                try:
+                    convert.merge_lora(base, adapter, merged)
+                except RuntimeError as exc:
+                    raise SetupError(f"adapter {adapter} does not fit the base model: {str(exc).splitlines()[0]}",
+                                     "use an adapter trained on this base model (`gemmapipe train`)") from exc
+                source = merged
+            else:
+                self.notify("converting the base model to int4 ONNX (first use only)")
+            work = Path(tempfile.mkdtemp(prefix=f"{out.name}.build-", dir=out.parent))
+            try:
+                done = subprocess.run([sys.executable, "-m", "gemmapipe.ort_builder", "-i", str(source), "-o", str(out), "-c", str(work)],
+                                      capture_output=True, text=True)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            if done.returncode != 0:
+                raise SetupError(f"the int4 conversion failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}",
+                                 "report it with the output of `python -m gemmapipe.ort_builder -i MODEL -o OUT`")
+            shutil.copy(base / "tokenizer.json", out / "tokenizer.json")  # gemmapipe's tokenizer, as the int8 models have
+        finally:
+            if merged is not None:
+                shutil.rmtree(merged, ignore_errors=True)
 
     def check_adapter_base(self, adapter: Path) -> None:
         """Refuse an adapter whose metadata says it was trained on another base model (its shapes or meaning differ)."""

@@ -66,7 +66,7 @@ class TaskPredictor:
                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, cache_dir: str | None = None, base_model: str | None = None,
                  min_confidence: float | None = None) -> None:
         from .cli import resolve_task
-        from .engine import Engine
+        from .engines import load_engine
         from .models import BaseSource, ModelStore
         from .plugins import get_plugins
 
@@ -75,7 +75,7 @@ class TaskPredictor:
             raise TaskNotFound(f"unknown kind {kind!r}", f"choose one of: {', '.join(kinds)}")
         self.task = resolve_task(kinds[kind], schema, None, Path(adapter) if adapter else None, no_adapter)
         store = ModelStore(cache_dir, BaseSource.from_env(Path(base_model) if base_model else None))
-        self.engine = Engine.load(self.task.adapter, compute_type, threads, store=store, answers=self.task.model_answers)
+        self.engine = load_engine(self.task.adapter, compute_type, threads, store=store, answers=self.task.model_answers)
         self.provenance = run_provenance(self.task, store.base_description, compute_type)
         self.options = RunOptions(batch_size=batch_size, max_new_tokens=max_new_tokens or self.task.max_new_tokens or 256,
                                   max_input_tokens=max_input_tokens, min_confidence=min_confidence, provenance=self.provenance)

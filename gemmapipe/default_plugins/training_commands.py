@@ -55,7 +55,7 @@ def register_commands(cli: click.Group) -> None:
     def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, examples, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
         from ..cli import EXIT_INTERRUPTED, fail, warn_of_examples_mismatch, with_examples_file
-        from ..engine import Engine
+        from ..engines import load_engine
         from ..errors import GemmapipeError, UsageError
         from ..evaluate import evaluate
         from ..tasks import read_labelled
@@ -82,7 +82,7 @@ def register_commands(cli: click.Group) -> None:
             except OSError as exc:
                 raise UsageError(f"cannot write --predictions {predictions}: {exc.strerror}", "choose a writable path") from exc
             store = ModelStore(obj["cache_dir"], obj["base"])
-            with Engine.load(task.adapter, compute_type, threads, store=store, answers=task.model_answers) as engine:
+            with load_engine(task.adapter, compute_type, threads, store=store, answers=task.model_answers) as engine:
                 progress = CountProgress(len(pairs))  # on a terminal only
                 try:
                     report = evaluate(task, engine, pairs, batch_size, ignore_case, progress.update)

@@ -1,0 +1,146 @@
+"""The int4 engine: ONNX Runtime GenAI with 4-bit weights (``MatMulNBits``) on the CPU, behind the same ``generate``
+as the CTranslate2 engine, so the pipe, ``eval`` and plugins do not know which one runs.
+
+Decoding is gemmapipe's own, token by token: after each step the model's scores for the next token come back to
+Python (``Generator.get_logits``), the record's llguidance matcher masks every token the grammar does not allow, the
+best allowed one is taken (greedy) and fed back (``append_tokens``); tokens the grammar forces are fed without a
+choice. So the answers follow exactly the grammar the int8 engine uses (``x-copy-from-input`` included), are
+validated the same way (:func:`gemmapipe.engine.finish_generation`) and carry the same confidences. Records decode
+one at a time: a 4-bit model is for single streams (a laptop on battery, a small VM, many parallel cron jobs), and a
+record's first answer comes without waiting for a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from llguidance import LLMatcher
+from llguidance.numpy import allocate_token_bitmask, apply_token_bitmask_inplace, fill_next_token_bitmask
+
+from .decoding import Cancelled, DecodeState
+from .engine import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_NEW_TOKENS, Generation, finish_generation
+from .errors import SetupError
+from .grammar import CompiledSchema
+from .models import BaseSource, ModelStore, require_int4
+from .prompts import Prompt
+from .tokenizer import GemmaTokenizer
+
+#: ONNX Runtime's sliding-window cache must hold a whole window (Gemma 3's is 512 tokens)
+MIN_CACHE_TOKENS = 512 + 8
+
+
+class OrtEngine:
+    """A loaded int4 model. Use :meth:`load`; ``generate`` as :meth:`gemmapipe.engine.Engine.generate`."""
+
+    compute_type = "int4"
+
+    def __init__(self, model_dir: Path, threads: int | None = None) -> None:
+        require_int4()
+        import onnxruntime_genai as og
+
+        self.model_dir = model_dir
+        self.threads = threads or os.cpu_count() or 1
+        self.replicas = 1
+        config = og.Config(str(model_dir))
+        config.overlay(f'{{"model": {{"decoder": {{"session_options": {{"intra_op_num_threads": {self.threads}}}}}}}}}')
+        try:
+            self.model = og.Model(config)
+        except Exception as exc:  # noqa: BLE001 -- ONNX Runtime raises plain RuntimeErrors
+            raise SetupError(f"cannot load the int4 model in {model_dir}: {exc}",
+                             "delete that cache folder and run `gemmapipe prepare --compute-type int4` again") from exc
+        self._og = og
+        self.tokenizer = GemmaTokenizer(model_dir / "tokenizer.json")
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, adapter: str | os.PathLike[str] | None = None, threads: int | None = None, store: ModelStore | None = None,
+             cache_dir: str | os.PathLike[str] | None = None, base: BaseSource | None = None) -> OrtEngine:
+        """Prepare (first use only) and load the int4 model of the base, merged with ``adapter`` if one is given."""
+        store = store or ModelStore(cache_dir, base)
+        return cls(store.onnx_int4_dir(Path(adapter) if adapter else None), threads)
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        schema: CompiledSchema,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        batch_size: int = 1,
+        max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        cancel: threading.Event | None = None,
+        sources: Sequence[str] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[Generation]:
+        """Answer every prompt under ``schema``, in order (``batch_size`` is accepted for the engines' common
+        signature; records decode one at a time). Raises :class:`gemmapipe.decoding.Cancelled` when ``cancel`` is set."""
+        if schema.copied and (sources is None or len(sources) != len(prompts)):
+            raise ValueError(f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt")
+        guidance = self.tokenizer.guidance
+        results = []
+        for index, prompt in enumerate(prompts):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            ids = self.tokenizer.encode_prompt(prompt)
+            if len(ids) > max_input_tokens:
+                results.append(Generation(None, "", f"the input is {len(ids)} tokens long; the limit is {max_input_tokens}",
+                                          "input_too_long", prompt_tokens=len(ids)))
+                continue
+            matcher = LLMatcher(guidance, schema.grammar_for(sources[index] if sources else None), log_level=0)
+            state = DecodeState(ids, matcher, max_new_tokens, self.tokenizer.stop_ids)
+            with self._lock:
+                self._decode(state, cancel)
+            results.append(finish_generation(self.tokenizer, state, schema, 1))
+            if on_progress is not None:
+                on_progress(len(results))
+        return results
+
+    def _decode(self, state: DecodeState, cancel: threading.Event | None) -> None:
+        og = self._og
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=max(len(state.prompt_ids) + state.limit + 2, MIN_CACHE_TOKENS), do_sample=False)
+        generator = og.Generator(self.model, params)
+        generator.append_tokens(np.array(state.prompt_ids, dtype=np.int32))
+        vocab = self.tokenizer.guidance.vocab_size
+        mask = allocate_token_bitmask(1, vocab)
+        while not state.done:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            forced = state.matcher.compute_ff_tokens()
+            if forced:
+                taken = []
+                for token in forced:
+                    if state.done or not state.accept(token):
+                        break
+                    taken.append(token)
+                if state.done:
+                    break
+                if taken:
+                    generator.append_tokens(np.array(taken, dtype=np.int32))
+                    continue
+            logits = np.asarray(generator.get_logits(), dtype=np.float32).reshape(1, -1)
+            if logits.shape[1] < vocab:
+                logits = np.pad(logits, ((0, 0), (0, vocab - logits.shape[1])), constant_values=-np.inf)
+            logits = logits[:, :vocab]
+            top = float(logits.max())
+            log_total = top + float(np.log(np.exp(logits - top).sum()))  # the model's own view, before the grammar
+            fill_next_token_bitmask(state.matcher, mask, 0)
+            apply_token_bitmask_inplace(logits, mask)
+            best = int(np.argmax(logits[0]))
+            if not np.isfinite(logits[0, best]) or not state.accept(best, float(logits[0, best]) - log_total):
+                state.done = True
+                state.grammar_error = state.matcher.get_error() or "the grammar allows no next token"
+                break
+            if not state.done:
+                generator.append_tokens(np.array([best], dtype=np.int32))
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+
+    def __enter__(self) -> OrtEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
