@@ -1,0 +1,114 @@
+"""int4 (ONNX Runtime GenAI) against int8 (CTranslate2) in the same run: prints figures, never asserts.
+
+    python bench/int4_bench.py [--tasks invoice,banking77,redact,log-severity,logline] [--limit 60] [--json]
+
+For each task, on an even sample of ``--limit`` records of its test split (bench/accuracy_bench.py's splits), with
+the task's own adapter:
+
+- accuracy: ``gemmapipe eval --compute-type int4`` and ``int8`` (mean field exact match; accuracy for classifiers);
+- records/s through the real CLI pipe, batched (``--batch-size 16``) and single-stream (``--batch-size 1``, one record
+  at a time as ``tail -f`` gives them); int4 decodes one record at a time either way;
+- first-record latency: wall seconds of ``head -1 | gemmapipe ...`` with the model prepared (median of three);
+- peak RSS of the pipe (its own, via wait4) and the prepared model's size on disk.
+
+Ratios are int4 / int8. The machine is shared and noisy: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from accuracy_bench import TEST_SPLITS, even_sample  # noqa: E402
+
+KINDS = {"invoice": "extract", "banking77": "classify", "redact": "rewrite", "log-severity": "classify", "logline": "extract"}
+
+
+def pipe(task: str, data: Path, compute_type: str, batch_size: int) -> dict:
+    command = [sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", "--compute-type", compute_type,
+               "--batch-size", str(batch_size), str(data)]
+    start = time.perf_counter()
+    with open(os.devnull, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    records = len(data.read_text(encoding="utf-8").splitlines())
+    return {"records_per_second": records / seconds, "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": os.waitstatus_to_exitcode(status)}
+
+
+def first_record(task: str, data: Path, compute_type: str) -> float:
+    line = data.read_text(encoding="utf-8").splitlines()[0] + "\n"
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", "--compute-type", compute_type],
+                       input=line.encode(), capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def accuracy(task: str, data: Path, compute_type: str) -> float:
+    done = subprocess.run([sys.executable, "-m", "gemmapipe", "eval", "--task", task, "--data", str(data), "--json",
+                           "--compute-type", compute_type], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)["mean_field_exact_match"]
+
+
+def model_size_mb(task: str, compute_type: str) -> float:
+    done = subprocess.run([sys.executable, "-m", "gemmapipe", "prepare", "--task", task, "--compute-type", compute_type],
+                          capture_output=True, text=True, check=True)
+    folder = Path(done.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TEST_SPLITS))
+    parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in args.tasks.split(","):
+            if not TEST_SPLITS[task].exists():
+                print(f"int4_bench: {TEST_SPLITS[task]} is missing; skipped {task}", file=sys.stderr)
+                continue
+            data = even_sample(TEST_SPLITS[task], args.limit, Path(tmp))
+            entry: dict = {"records": args.limit}
+            for compute_type in ("int8", "int4"):
+                figures = {"model_mb": model_size_mb(task, compute_type)}  # prepares it, before anything is timed
+                figures["accuracy"] = accuracy(task, data, compute_type)
+                figures["batched"] = pipe(task, data, compute_type, 16)
+                figures["single_stream"] = pipe(task, data, compute_type, 1)
+                figures["first_record_s"] = first_record(task, data, compute_type)
+                entry[compute_type] = figures
+            results[task] = entry
+            if not args.json:
+                show(task, entry)
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+def show(task: str, entry: dict) -> None:
+    a, b = entry["int8"], entry["int4"]
+    print(f"{task} ({entry['records']} test records): int8 -> int4")
+    print(f"  accuracy {a['accuracy']:.1%} -> {b['accuracy']:.1%} ({(b['accuracy'] - a['accuracy']) * 100:+.1f} points)")
+    for mode in ("batched", "single_stream"):
+        print(f"  records/s {mode}: {a[mode]['records_per_second']:.2f} -> {b[mode]['records_per_second']:.2f} "
+              f"({b[mode]['records_per_second'] / a[mode]['records_per_second']:.2f}x); peak RSS {a[mode]['peak_rss_mb']} -> "
+              f"{b[mode]['peak_rss_mb']} MB ({b[mode]['peak_rss_mb'] / a[mode]['peak_rss_mb']:.2f}x)")
+    print(f"  first record {a['first_record_s']:.2f} -> {b['first_record_s']:.2f} s ({b['first_record_s'] / a['first_record_s']:.2f}x); "
+          f"model on disk {a['model_mb']} -> {b['model_mb']} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
