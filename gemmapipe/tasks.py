@@ -85,10 +85,6 @@ class Task:
     def with_examples(self, examples: list[tuple[str, Any]]) -> Task:
         return replace(self, examples=tuple(examples))
 
-    @property
-    def trained(self) -> bool:
-        return self.adapter is not None
-
 
 def adhoc_task(kind: TaskKind, schema_path: Path, name: str | None = None) -> Task:
     """A task for a schema file that no plugin registered: the kind's generic instruction and adapter."""

@@ -86,7 +86,7 @@ def test_sigint_stops_promptly_with_valid_output(env, schema_file, tmp_path):
         proc.send_signal(signal.SIGINT)
         started = time.monotonic()
         _, stderr = proc.communicate(timeout=30)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # the tiny model's batches take milliseconds: this catches a hang, not speed
     assert proc.returncode == 130, stderr.decode()[-3000:]
     lines = out_path.read_text().splitlines()
     assert 0 < len(lines) < 20000

@@ -77,6 +77,17 @@ def test_disabling_a_plugin_by_name(gemmapipe_run, tmp_path, monkeypatch):
     assert names.count("invoice") == 1
 
 
+def test_loading_only_some_third_party_plugins(gemmapipe_run, tmp_path, monkeypatch):
+    install_fake_plugin(tmp_path, monkeypatch, "gp_one", TASK_PLUGIN.format(task="one"))
+    install_fake_plugin(tmp_path, monkeypatch, "gp_two", TASK_PLUGIN.format(task="two"))
+    monkeypatch.setenv("GEMMAPIPE_LOAD_PLUGINS", "gp_one")
+    reset_plugins()
+    names = [r["name"] for r in map(json.loads, gemmapipe_run(["tasks", "--json"]).stdout.splitlines())]
+    assert "one" in names and "two" not in names and "banking77" in names  # built-ins always load
+    loaded = [r["name"] for r in map(json.loads, gemmapipe_run(["plugins", "--json"]).stdout.splitlines())]
+    assert "gp_one" in loaded and "gp_two" not in loaded and "logs" not in loaded
+
+
 @pytest.mark.parametrize(
     "name, body, message",
     [
