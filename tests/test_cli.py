@@ -184,7 +184,7 @@ def test_examples_mismatch_warning_reads_the_adapter_metadata(tmp_path, metadata
     [
         (["extract", "--schema", "nope"], "no extract task named 'nope'"),
         (["extract", "--schema", "banking77"], "no extract task named 'banking77'"),
-        (["classify", "--schema", "banking77", "--compute-type", "int4"], "no int4 kernel for the CPU"),
+        (["classify", "--schema", "banking77", "--compute-type", "awq"], "no int4 kernel for the CPU"),
         (["extract"], "Missing option '--schema'"),
     ],
 )
