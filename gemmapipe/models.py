@@ -233,10 +233,13 @@ class ModelStore:
             self.check_adapter_base(adapter)
         import onnxruntime_genai
 
+        from .ort_builder import ALGORITHM
+
         description: dict[str, object] = {
             "base": self.base_description,
             "adapter": hash_files(adapter_files(adapter)) if adapter else None,
             "quantization": "int4",
+            "algorithm": ALGORITHM,
             "onnxruntime_genai": onnxruntime_genai.__version__,
             "format": FORMAT_VERSION,
         }

@@ -14,6 +14,9 @@ import runpy
 import sys
 
 GEMMA3_SLIDING_WINDOW = 512
+#: k-quant with the output layer and the most sensitive layers in 8 bits (llama.cpp's Q4_K_M strategy), not plain
+#: round-to-nearest 4 bits everywhere: see docs/benchmarks.md for what RTN cost on receipts
+ALGORITHM = "k_quant_mixed"
 
 
 def _patch_config_loading() -> None:
@@ -40,7 +43,7 @@ def _patch_config_loading() -> None:
 
 def main(argv: list[str]) -> None:
     _patch_config_loading()
-    sys.argv = ["onnxruntime_genai.models.builder", *argv, "-p", "int4", "-e", "cpu"]
+    sys.argv = ["onnxruntime_genai.models.builder", *argv, "-p", "int4", "-e", "cpu", "--extra_options", f"algo_config={ALGORITHM}"]
     runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__")
 
 
