@@ -199,7 +199,8 @@ def test_preparation_survives_kill_9_and_concurrent_starts(tmp_path):
 
 def test_ctrl_c_stops_a_long_receipt_batch_within_seconds(real_cache, tmp_path):
     """A batch of 16 receipts decodes for 20 s or more on 2 cores; Ctrl-C must not wait for it (issue 24). What is left is
-    the prefill CTranslate2 cannot interrupt (its callback sees generated tokens only): 2-4 s measured."""
+    the prefill CTranslate2 cannot interrupt (its callback sees generated tokens only): 1.6-2.4 s measured on a quiet
+    machine, 4 s on busy cores."""
     receipts = (Path(__file__).resolve().parent.parent / "examples" / "receipts.jsonl").read_text().splitlines()
     source = tmp_path / "receipts.jsonl"
     source.write_text("\n".join(receipts * 40) + "\n")  # 200 receipts
