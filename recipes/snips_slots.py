@@ -29,16 +29,14 @@ An utterance that names one slot type twice (4 of 2,100 training ones, 2 test on
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from split_files import Records, write_files  # noqa: E402
+from split_files import Records, read_source, source_main, write_files  # noqa: E402
 
 INTENTS = ("AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook", "SearchCreativeWork", "SearchScreeningEvent")
 FOLDER = "2017-06-custom-intent-engines"
@@ -48,10 +46,7 @@ CONDITION_SLOTS = ("condition_description", "condition_temperature")
 
 def read_json(source: Path, path: str) -> dict:
     """A JSON file of the benchmark, from a checkout or from a bare git directory."""
-    if (source / path).is_file():
-        return json.loads((source / path).read_text(encoding="utf-8"))
-    text = subprocess.run(["git", f"--git-dir={source}", "show", f"HEAD:{path}"], check=True, capture_output=True, text=True).stdout
-    return json.loads(text)
+    return json.loads(read_source(source, path))
 
 
 def utterances(source: Path, intent: str, part: str) -> list[list[dict[str, str]]]:
@@ -160,12 +155,7 @@ def build(source: Path, out: Path, seed: int = 0, weather_train: int = 500) -> N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, required=True, help="a checkout (or bare git directory) of sonos/nlu-benchmark")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    build(args.source, args.out, args.seed)
+    source_main(__doc__.splitlines()[0], build, "sonos/nlu-benchmark")
 
 
 if __name__ == "__main__":

@@ -22,16 +22,14 @@ the published figures are on that text. Written into ``--out/wikisplit``:
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from split_files import Records, write_files  # noqa: E402
+from split_files import Records, read_source, source_main, write_files  # noqa: E402
 
 SEPARATOR = "<::::>"
 SCHEMA = {
@@ -48,12 +46,8 @@ REFERENCE = {"metric": "record exact match", "value": 0.1522,
 
 def read_tsv(source: Path, name: str) -> list[tuple[str, str]]:
     """(sentence, split) pairs of one TSV file, from a checkout or from a bare git directory."""
-    if (source / name).is_file():
-        text = (source / name).read_text(encoding="utf-8")
-    else:
-        text = subprocess.run(["git", f"--git-dir={source}", "show", f"HEAD:{name}"], check=True, capture_output=True, text=True).stdout
     pairs = []
-    for line in text.splitlines():
+    for line in read_source(source, name).splitlines():
         sentence, _, split = line.partition("\t")
         if split and SEPARATOR in split:
             pairs.append((sentence.strip(), split.strip()))
@@ -81,12 +75,7 @@ def build(source: Path, out: Path, seed: int = 0, train_size: int = 500, test_si
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, required=True, help="a checkout (or bare git directory) of google-research-datasets/wiki-split")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    build(args.source, args.out, args.seed)
+    source_main(__doc__.splitlines()[0], build, "google-research-datasets/wiki-split")
 
 
 if __name__ == "__main__":
