@@ -202,19 +202,25 @@ def _repair(generator, tokenizer, states, output_ids) -> None:  # type: ignore[n
                 scattered = np.full(vocab, -np.inf, dtype=np.float32)
                 scattered[output_ids] = logits[: len(output_ids)]
                 logits = scattered
-            _take_best_allowed(state, logits.reshape(1, -1), mask, vocab)
+            state.repairs += 1
+            take_best_allowed(state, logits.reshape(1, -1), mask, vocab)
 
 
-def _take_best_allowed(state: DecodeState, logits: np.ndarray, mask: np.ndarray, vocab: int) -> None:
+def take_best_allowed(state: DecodeState, logits: np.ndarray, mask: np.ndarray, vocab: int) -> int | None:
+    """Accept the highest-scoring token of ``logits`` (one row of next-token scores) that the grammar allows, with
+    its log-probability under the model's own, unmasked distribution; return it. At a dead end (no allowed token),
+    the state is done with a grammar error and None is returned. ``mask`` is a scratch bitmask (one row)."""
     fill_next_token_bitmask(state.matcher, mask, 0)
     if logits.shape[1] < vocab:  # a model whose output layer is smaller than the tokenizer's vocabulary
         logits = np.pad(logits, ((0, 0), (0, vocab - logits.shape[1])), constant_values=-np.inf)
+    logits = logits[:, :vocab]
     finite = logits[0][np.isfinite(logits[0])]
     top = float(finite.max()) if finite.size else 0.0
     log_total = top + float(np.log(np.exp(finite - top).sum())) if finite.size else 0.0  # before the mask: the model's own view
     apply_token_bitmask_inplace(logits, mask)
     best = int(np.argmax(logits[0]))
-    state.repairs += 1
     if not np.isfinite(logits[0, best]) or not state.accept(best, float(logits[0, best]) - log_total):
         state.done = True
         state.grammar_error = state.matcher.get_error() or "the grammar allows no next token"
+        return None
+    return best

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from llguidance import LLMatcher
-from llguidance.numpy import allocate_token_bitmask, apply_token_bitmask_inplace, fill_next_token_bitmask
+from llguidance.numpy import allocate_token_bitmask
 
-from .decoding import Cancelled, DecodeState
+from .decoding import Cancelled, DecodeState, take_best_allowed
 from .engine import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_NEW_TOKENS, Generation, finish_generation
 from .errors import SetupError
 from .grammar import CompiledSchema
@@ -121,19 +121,8 @@ class OrtEngine:
                     generator.append_tokens(np.array(taken, dtype=np.int32))
                     continue
             logits = np.asarray(generator.get_logits(), dtype=np.float32).reshape(1, -1)
-            if logits.shape[1] < vocab:
-                logits = np.pad(logits, ((0, 0), (0, vocab - logits.shape[1])), constant_values=-np.inf)
-            logits = logits[:, :vocab]
-            top = float(logits.max())
-            log_total = top + float(np.log(np.exp(logits - top).sum()))  # the model's own view, before the grammar
-            fill_next_token_bitmask(state.matcher, mask, 0)
-            apply_token_bitmask_inplace(logits, mask)
-            best = int(np.argmax(logits[0]))
-            if not np.isfinite(logits[0, best]) or not state.accept(best, float(logits[0, best]) - log_total):
-                state.done = True
-                state.grammar_error = state.matcher.get_error() or "the grammar allows no next token"
-                break
-            if not state.done:
+            best = take_best_allowed(state, logits, mask, vocab)
+            if not state.done:  # a dead end or the answer's end leaves nothing to feed
                 generator.append_tokens(np.array([best], dtype=np.int32))
 
     def close(self) -> None:
