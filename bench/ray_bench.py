@@ -23,8 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 from accuracy_bench import TEST_SPLITS  # noqa: E402
-
-KINDS = {"invoice": "extract", "banking77": "classify", "redact": "rewrite", "log-severity": "classify", "logline": "extract"}
+from throughput import KINDS  # noqa: E402
 
 
 def timed(command: list[str]) -> float:
