@@ -25,7 +25,7 @@ from .decoding import Cancelled
 from .engine import DEFAULT_MAX_INPUT_TOKENS, Engine, Generation
 from .grounding import value_offsets
 from .provenance import record_key
-from .records import InputRecord, LineWriter, RecordError, excerpt, has_surrogates
+from .records import InputRecord, LineWriter, RecordError, WriteFailed, excerpt, has_surrogates
 from .tasks import Task
 
 OutputMode = Literal["result", "envelope"]
@@ -154,7 +154,6 @@ def run_task(
                 if generation.batch_size:
                     summary.decoded += 1
                     summary.batch_members += generation.batch_size
-            writing = out
             try:
                 for item in window:
                     if item.line in done:
@@ -164,11 +163,9 @@ def run_task(
                     if error is None:
                         assert isinstance(item, InputRecord)
                         generation = generations[item.line]
-                        writing = out
                         out.write(result_line(item, generation, options, keys.get(item.line), task.source(item.text, item.fields)))
                         summary.ok += 1
                     else:
-                        writing = errors
                         errors.write(error.to_json())
                         summary.failed += 1
                         summary.errors_by_type[error.error] += 1
@@ -176,14 +173,10 @@ def run_task(
                             summary.stopped_early = "fail_fast"
                             summary.next_line = item.line + 1
                             break
-                writing = out
                 out.flush()
-                writing = errors
                 errors.flush()
-            except BrokenPipeError:
-                raise
-            except OSError as exc:
-                raise OutputFailed(writing.name, exc.strerror or str(exc), window[0].line) from exc
+            except WriteFailed as exc:
+                raise OutputFailed(exc.stream, exc.reason, window[0].line) from exc
             summary.seconds = time.monotonic() - started
             if on_window is not None:
                 on_window(summary)

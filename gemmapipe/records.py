@@ -186,15 +186,32 @@ def _json_record(number: int, line: str, text_field: str, id_field: str | None) 
     return InputRecord(number, text, value, record_id)
 
 
+class WriteFailed(Exception):
+    """A write to an output stream failed (a full disk, an I/O error; a closed pipe stays ``BrokenPipeError``)."""
+
+    def __init__(self, stream: str, reason: str) -> None:
+        super().__init__(f"cannot write to {stream}: {reason}")
+        self.stream, self.reason = stream, reason
+
+
 class LineWriter:
-    """Writes JSON lines to a text stream. ``flush`` is called once per batch."""
+    """Writes JSON lines to a text stream. ``flush`` is called once per batch. A failed write raises
+    :class:`WriteFailed` naming the stream."""
 
     def __init__(self, stream: IO[str], name: str = "the output") -> None:
         self.stream = stream
         self.name = name  # for messages: "standard output", "--errors FILE"
 
     def write(self, line: str) -> None:
-        self.stream.write(line + "\n")
+        self._guarded(self.stream.write, line + "\n")
 
     def flush(self) -> None:
-        self.stream.flush()
+        self._guarded(self.stream.flush)
+
+    def _guarded(self, operation, *args) -> None:  # type: ignore[no-untyped-def]
+        try:
+            operation(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise WriteFailed(self.name, exc.strerror or str(exc)) from exc
