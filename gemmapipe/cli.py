@@ -520,7 +520,28 @@ def main() -> None:
         cli(prog_name="gemmapipe")
     except KeyboardInterrupt:
         click.echo("gemmapipe: interrupted", err=True)
+        _exit_now_if_decoding(EXIT_INTERRUPTED)
         sys.exit(EXIT_INTERRUPTED)
+    except SystemExit as exc:
+        if exc.code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            _exit_now_if_decoding(exc.code)
+        raise
+
+
+def _exit_now_if_decoding(code: int) -> None:
+    """After Ctrl-C or SIGTERM every answered line is written and flushed, but a batch may still be decoding on a
+    worker thread (a prefill cannot be cut: seconds for a batch of receipts). Its answers would be dropped anyway, so
+    the process ends now instead of at the batch's end: streams flushed, then ``os._exit`` (no interpreter shutdown,
+    which would join the worker)."""
+    engine = sys.modules.get("gemmapipe.engine")
+    if engine is None or not engine.decoding_in_flight():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

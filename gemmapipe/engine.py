@@ -28,7 +28,7 @@ import numpy as np
 from llguidance import LLMatcher
 
 from .convert import OUTPUT_IDS_FILE
-from .decoding import DecodeState, decode_batch
+from .decoding import Cancelled, DecodeState, decode_batch
 from .errors import SetupError
 from .grammar import CompiledSchema
 from .grounding import field_confidence
@@ -52,6 +52,10 @@ MAX_PROMPT_SPREAD = 16
 MAX_BATCH_TOKENS = 1536
 #: What an answer is expected to take until the engine has seen some (then: their mean), in tokens.
 FIRST_ANSWER_GUESS = 64
+#: Worker threads that decode batches are named so; see :func:`decoding_in_flight`.
+DECODE_THREAD_PREFIX = "gemmapipe-decode"
+#: How often a waiting :meth:`Engine.generate` looks at its ``cancel`` event.
+CANCEL_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,12 @@ class _AnyEvent:
 
     def is_set(self) -> bool:
         return any(e.is_set() for e in self._events)
+
+
+def decoding_in_flight() -> bool:
+    """True while a batch is still decoding on a worker thread after :meth:`Engine.generate` returned on ``cancel``
+    (it stops at its next token; a prefill runs to its end). The CLI exits without waiting for it."""
+    return any(t.name.startswith(DECODE_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate())
 
 
 class Engine:
@@ -314,21 +324,31 @@ class Engine:
             return [r for r in results if r is not None]
         # Batches decode on worker threads even with one replica: CTranslate2 runs without the GIL, and a main
         # thread blocked inside it would run no signal handler (Ctrl-C, SIGTERM) until the batch ended; waiting
-        # here instead, it runs the handler at once, and the token callback sees ``cancel`` at the next token.
+        # here instead, it runs the handler at once. On ``cancel`` it returns at once, without waiting for the
+        # batches in flight: their token callback stops them at the next token, but a prefill (seconds for a batch
+        # of receipts) cannot be cut. Until they end, :func:`decoding_in_flight` is true and their replicas take no new batch.
         # The longest prompts first, so that no replica is left with a long batch at the end.
         order = sorted(batches, key=lambda b: -len(b) * lengths[b[-1]]) if self.replicas > 1 else batches
-        with ThreadPoolExecutor(min(self.replicas, len(batches)), thread_name_prefix="gemmapipe-decode") as pool:
+        pool = ThreadPoolExecutor(min(self.replicas, len(batches)), thread_name_prefix=DECODE_THREAD_PREFIX)
+        left_running = False
+        try:
             pending = {pool.submit(run, batch): batch for batch in order}
             while pending:
-                finished_now, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                finished_now, _ = wait(pending, timeout=CANCEL_POLL_SECONDS, return_when=FIRST_EXCEPTION)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
                 for future in finished_now:
                     batch = pending.pop(future)
                     if future.exception() is not None:
                         failed.set()
-                        for other in pending:
-                            other.cancel()
                         raise future.exception()  # type: ignore[misc]
                     finished(batch, future.result())
+        except (Cancelled, KeyboardInterrupt):
+            left_running = True  # a second Ctrl-C too: stop now
+            raise
+        finally:
+            failed.set()  # batches still decoding (if any) stop at their next token
+            pool.shutdown(wait=not left_running, cancel_futures=True)
         return [r for r in results if r is not None]
 
     def _finish(self, state: DecodeState, schema: CompiledSchema, batch_size: int) -> Generation:

@@ -11,7 +11,7 @@ import pytest
 
 from gemmapipe.convert import SLIDING_WINDOW
 from gemmapipe.decoding import Cancelled
-from gemmapipe.engine import Engine, length_batches
+from gemmapipe.engine import Engine, decoding_in_flight, length_batches
 from gemmapipe.errors import ComputeTypeError, SetupError
 from gemmapipe.grammar import compile_schema
 from gemmapipe.models import check_compute_type
@@ -177,6 +177,54 @@ def test_cancel_stops_decoding(tiny_engine):
     cancel.set()
     with pytest.raises(Cancelled):
         tiny_engine.generate([chat_prompt("Note.", "anything")], FREE_TEXT, cancel=cancel)
+
+
+class _StuckGenerator:
+    """CTranslate2's generator whose calls block until released, as a prefill of long prompts does: its token callback
+    runs only once the prompt is read, so a cancelled run cannot stop it early."""
+
+    def __init__(self, real) -> None:
+        self.real, self.entered, self.release = real, threading.Event(), threading.Event()
+
+    def generate_batch(self, *args, **kwargs):
+        self.entered.set()
+        self.release.wait(30)
+        return self.real.generate_batch(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_cancel_returns_without_waiting_for_a_prefill(tiny_store):
+    """Ctrl-C during a long prefill (issue 24): generate() raises Cancelled at once, while the batch still runs on its
+    worker thread (decoding_in_flight, which the CLI's exit looks at); the batch then stops at its first token."""
+    engine = Engine(tiny_store.ctranslate2_dir(None, "float32"), compute_type="float32", threads=1)
+    stuck = _StuckGenerator(engine.generator)
+    engine.generator = stuck
+    cancel = threading.Event()
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            engine.generate([chat_prompt("Note.", "anything")] * 3, FREE_TEXT, cancel=cancel)
+        except BaseException as exc:  # noqa: BLE001 -- checked below
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert stuck.entered.wait(30)
+    cancel.set()
+    caller.join(10)
+    try:
+        assert not caller.is_alive() and len(outcome) == 1 and isinstance(outcome[0], Cancelled)
+        assert not stuck.release.is_set() and decoding_in_flight()  # returned while the "prefill" still ran
+    finally:
+        stuck.release.set()
+    for thread in [t for t in threading.enumerate() if t.name.startswith("gemmapipe-decode")]:
+        thread.join(30)
+    assert not decoding_in_flight()
+    engine.generator = stuck.real
+    engine.close()
 
 
 @pytest.mark.parametrize("compute_type", ["int8", "int8_float32", "float32"])

@@ -198,9 +198,9 @@ def test_preparation_survives_kill_9_and_concurrent_starts(tmp_path):
 
 
 def test_ctrl_c_stops_a_long_receipt_batch_within_seconds(real_cache, tmp_path):
-    """A batch of 16 receipts decodes for 20 s or more on 2 cores; Ctrl-C must not wait for it (issue 24). What is left is
-    the prefill CTranslate2 cannot interrupt (its callback sees generated tokens only): 1.6-2.4 s measured on a quiet
-    machine, 4 s on busy cores."""
+    """A batch of 16 receipts decodes for 20 s or more on 2 cores; Ctrl-C must not wait for it, nor for the prefill
+    CTranslate2 cannot interrupt (issue 24): the process ends while that batch still runs (0.10-0.15 s measured on a
+    quiet machine; the bound is loose, this catches waiting for a batch or a prefill, not speed)."""
     receipts = (Path(__file__).resolve().parent.parent / "examples" / "receipts.jsonl").read_text().splitlines()
     source = tmp_path / "receipts.jsonl"
     source.write_text("\n".join(receipts * 40) + "\n")  # 200 receipts
@@ -217,7 +217,7 @@ def test_ctrl_c_stops_a_long_receipt_batch_within_seconds(real_cache, tmp_path):
         _, stderr = proc.communicate(timeout=120)
     waited = time.monotonic() - started
     assert proc.returncode == 130, stderr.decode()[-2000:]
-    assert waited < 10, f"Ctrl-C took {waited:.1f} s to stop the run"  # a batch of 16 receipts decodes for 20 s or more
+    assert waited < 5, f"Ctrl-C took {waited:.1f} s to stop the run"  # a batch of 16 receipts decodes for 20 s or more
     lines = out_path.read_text().splitlines()
     assert 0 < len(lines) < 200 and all(set(json.loads(line)) == {"company", "date", "address", "total"} for line in lines)
     assert int(stderr.decode().split("tail -n +")[1].split()[0]) == len(lines) + 1
