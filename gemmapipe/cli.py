@@ -22,6 +22,7 @@ import click
 from . import __version__
 from .errors import GemmapipeError
 from .models import COMPUTE_TYPES, BASE_MODEL_ENV, BaseSource
+from .options import adapter_options, engine_options
 from .cache import CACHE_ENV
 from .plugins import get_plugins
 from .tasks import Task, TaskKind, adhoc_task, read_examples
@@ -103,13 +104,11 @@ def cli(ctx: click.Context, cache_dir: Path | None, base_model: Path | None) -> 
 
 
 def run_options(f: Any) -> Any:
-    """The options every kind's subcommand shares."""
+    """The options every kind's subcommand shares (the input, the output, limits; then :mod:`gemmapipe.options`'s
+    adapter and engine options)."""
     options = [
         click.argument("input_file", metavar="[INPUT]", default="-", type=click.File("rb")),
         click.option("--schema", "-s", required=True, help="A registered task name (see `gemmapipe tasks`) or a JSON Schema file."),
-        click.option("--examples", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="JSONL of {\"text\", \"expected\"} few-shot examples for the prompt."),
-        click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="A LoRA adapter folder to use instead of the task's own."),
-        click.option("--no-adapter", is_flag=True, help="Run the base model without the task's adapter (a baseline)."),
         click.option("--text-field", default="text", show_default=True, help="Field that holds the text in JSON input."),
         click.option("--id-field", default="id", show_default=True, help="Field that identifies a record (copied to error records and envelopes)."),
         click.option("--format", "input_format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True, help="Input lines: JSON objects, plain text, or auto (JSON if the first line starts with '{')."),
@@ -118,9 +117,6 @@ def run_options(f: Any) -> Any:
         click.option("--resume", "resume_path", type=click.Path(dir_okay=False, path_type=Path), help="An earlier --envelope output (often the file this run appends to): records it already answered (same text, task, adapter and schema) are skipped."),
         click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), help="Write error records to this file instead of stderr."),
         click.option("--fail-fast", is_flag=True, help="Stop at the first record that fails (exit 1)."),
-        click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True, help="Records decoded together."),
-        click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores]."),
-        click.option("--compute-type", default="int8", show_default=True, help=f"One of {', '.join(COMPUTE_TYPES)} (CTranslate2), or int4 (ONNX Runtime GenAI: pip install 'gemmapipe[int4]')."),
         click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens [default: the task's, else 256]."),
         click.option("--max-input-tokens", type=click.IntRange(1), default=4096, show_default=True, help="Longer inputs become error records."),
         click.option("--max-line-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, help="Longer lines become error records."),
@@ -128,6 +124,8 @@ def run_options(f: Any) -> Any:
         click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal]."),
         click.option("--stats", "stats_path", type=click.Path(dir_okay=False, path_type=Path), help="When the run ends, write its counters (records, seconds, tokens, batch sizes, peak memory) to this file as JSON."),
     ]
+    f = engine_options(f)
+    f = adapter_options(f)
     for option in reversed(options):
         f = option(f)
     return f

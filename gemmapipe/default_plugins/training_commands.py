@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..hookspecs import hookimpl
+from ..options import adapter_options, engine_options, labelled_task_options
 
 
 def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind: str, adapter: Path | None, no_adapter: bool = False):  # type: ignore[no-untyped-def]
@@ -35,24 +36,16 @@ def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind:
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     @cli.command(name="eval")
-    @click.option("--task", "task_name", help="A registered task.")
-    @click.option("--schema", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Or an ad-hoc schema file.")
-    @click.option("--kind", default="extract", show_default=True, help="Kind of the ad-hoc schema.")
-    @click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True, help='Labelled JSONL: {"text", "expected"} per line.')
-    @click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Evaluate this adapter instead of the task's own.")
+    @labelled_task_options('Labelled JSONL: {"text", "expected"} per line.')
     @click.option("--limit", type=click.IntRange(1), help="Only the first N records.")
-    @click.option("--no-adapter", is_flag=True, help="Evaluate the base model without the task's adapter (a baseline).")
-    @click.option("--examples", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                  help='JSONL of {"text", "expected"} few-shot examples put in every prompt (with --no-adapter: a few-shot baseline).')
+    @adapter_options
+    @engine_options
     @click.option("--ignore-case", is_flag=True, help="Compare case-insensitively (whitespace is always normalised).")
-    @click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True)
-    @click.option("--threads", type=click.IntRange(1), default=None)
-    @click.option("--compute-type", default="int8", show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts and CI).")
     @click.option("--predictions", type=click.Path(dir_okay=False, writable=True, path_type=Path),
                   help="Also write every record's answer beside its expected value to this JSONL file (for error analysis).")
     @click.pass_obj
-    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, adapter, limit, no_adapter, examples, ignore_case, batch_size, threads, compute_type, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
+    def eval_command(obj: dict[str, Any], task_name, schema, kind, data, limit, examples, adapter, no_adapter, batch_size, threads, compute_type, ignore_case, as_json, predictions) -> None:  # type: ignore[no-untyped-def]
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
         from ..cli import EXIT_INTERRUPTED, fail, warn_of_examples_mismatch, with_examples_file
         from ..engines import load_engine
@@ -124,10 +117,7 @@ def register_commands(cli: click.Group) -> None:
         print_table(["metric", "value"], table, title=f"{task.name} on {data} ({report.records} records)")
 
     @cli.command()
-    @click.option("--task", "task_name", help="A registered task to train an adapter for.")
-    @click.option("--schema", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Or a schema no task has yet.")
-    @click.option("--kind", default="extract", show_default=True, help="Kind of the ad-hoc schema.")
-    @click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True, help='Training JSONL: {"text", "expected"} per line.')
+    @labelled_task_options('Training JSONL: {"text", "expected"} per line.', "A registered task to train an adapter for.")
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Adapter folder to write (resumes if it holds a checkpoint).")
     @click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None,
                   help="Passes over the data.  [default: from its size: about 300 steps, 1 to 8 epochs, up to twice that while the dev metric still rises; early stopping may end sooner]")
