@@ -155,6 +155,23 @@ class _AnyEvent:
         return any(e.is_set() for e in self._events)
 
 
+def encode_within_limit(tokenizer: GemmaTokenizer, prompt: Prompt, max_input_tokens: int) -> tuple[list[int], Generation | None]:
+    """A prompt's token ids, or (``[]`` or the ids, and) the ``input_too_long`` answer of a prompt over the limit.
+
+    A prompt sure to be too long is not tokenized at all: a window of 1 MiB lines would take gigabytes of ids for
+    nothing. No token holds more than ``longest_token`` characters, so a text of more than ``longest_token`` times the
+    limit in characters cannot be within it. Both engines use this, so both refuse the same inputs the same way."""
+    chars = sum(len(piece) for piece in prompt if isinstance(piece, str))
+    least = chars // tokenizer.longest_token if chars > max_input_tokens else 0
+    if least > max_input_tokens:
+        return [], Generation(None, "", f"the input is at least {least:,} tokens long; the limit is {max_input_tokens}", "input_too_long")
+    ids = tokenizer.encode_prompt(prompt)
+    if len(ids) > max_input_tokens:
+        return ids, Generation(None, "", f"the input is {len(ids)} tokens long; the limit is {max_input_tokens}", "input_too_long",
+                               prompt_tokens=len(ids))
+    return ids, None
+
+
 def decoding_in_flight() -> bool:
     """True while a batch is still decoding on a worker thread after :meth:`Engine.generate` returned on ``cancel``
     (it stops at its next token; a prefill runs to its end). The CLI exits without waiting for it."""
@@ -264,27 +281,12 @@ class Engine:
             raise ValueError(f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt")
         results: list[Generation | None] = [None] * len(prompts)
         encoded: list[list[int]] = []
-        for index, prompt in enumerate(prompts):
-            # A prompt sure to be too long is not tokenized: a window of 1 MiB lines would take gigabytes of ids
-            # for nothing. No token holds more than ``longest_token`` characters, so fewer tokens cannot be.
-            chars = sum(len(piece) for piece in prompt if isinstance(piece, str))
-            least = chars // self.tokenizer.longest_token if chars > max_input_tokens else 0
-            if least > max_input_tokens:
-                results[index] = Generation(None, "", f"the input is at least {least:,} tokens long; the limit is {max_input_tokens}",
-                                            "input_too_long")
-            encoded.append([] if least > max_input_tokens else self.tokenizer.encode_prompt(prompt))
         runnable = []
-        for index, ids in enumerate(encoded):
-            if results[index] is not None:
-                continue
-            if len(ids) > max_input_tokens:
-                results[index] = Generation(
-                    None,
-                    "",
-                    f"the input is {len(ids)} tokens long; the limit is {max_input_tokens}",
-                    "input_too_long",
-                    prompt_tokens=len(ids),
-                )
+        for index, prompt in enumerate(prompts):
+            ids, refused = encode_within_limit(self.tokenizer, prompt, max_input_tokens)
+            encoded.append(ids)
+            if refused is not None:
+                results[index] = refused
             else:
                 runnable.append(index)
         if "guidance" not in self.tokenizer.__dict__:

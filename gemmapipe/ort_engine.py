@@ -22,7 +22,7 @@ from llguidance import LLMatcher
 from llguidance.numpy import allocate_token_bitmask
 
 from .decoding import Cancelled, DecodeState, take_best_allowed
-from .engine import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_NEW_TOKENS, Generation, finish_generation
+from .engine import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_NEW_TOKENS, Generation, encode_within_limit, finish_generation
 from .errors import SetupError
 from .grammar import CompiledSchema
 from .models import BaseSource, ModelStore, require_int4
@@ -83,10 +83,9 @@ class OrtEngine:
         for index, prompt in enumerate(prompts):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            ids = self.tokenizer.encode_prompt(prompt)
-            if len(ids) > max_input_tokens:
-                results.append(Generation(None, "", f"the input is {len(ids)} tokens long; the limit is {max_input_tokens}",
-                                          "input_too_long", prompt_tokens=len(ids)))
+            ids, refused = encode_within_limit(self.tokenizer, prompt, max_input_tokens)
+            if refused is not None:
+                results.append(refused)
                 continue
             matcher = LLMatcher(guidance, schema.grammar_for(sources[index] if sources else None), log_level=0)
             state = DecodeState(ids, matcher, max_new_tokens, self.tokenizer.stop_ids)

@@ -54,3 +54,16 @@ def test_without_the_extra_int4_names_it(gemmapipe_run, schemas, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)  # as if it were not installed
     result = gemmapipe_run(["classify", "-s", str(schemas["label"]), "--format", "text", "--compute-type", "int4"], "hello\n")
     assert result.exit_code == 2 and "pip install 'gemmapipe[int4]'" in result.stderr
+
+
+def test_int4_too_long_inputs_become_error_records_in_order(gemmapipe_run, schemas):
+    """The same limit rule as int8 (engine.encode_within_limit): over --max-input-tokens is an error record, and a text
+    sure to be over it is refused before it is tokenized (the "at least" message)."""
+    lines = ["short one", "word " * 300, "x" * 200_000, "short two"]
+    result = gemmapipe_run(["classify", "-s", str(schemas["label"]), "--format", "text", "--compute-type", "int4",
+                            "--max-input-tokens", "200"], "".join(line + "\n" for line in lines))
+    assert result.exit_code == 1, result.output
+    assert [json.loads(x)["label"] in ("spam", "ham") for x in result.stdout.splitlines()] == [True, True]
+    errors = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [(e["line"], e["error"]) for e in errors] == [(2, "input_too_long"), (3, "input_too_long")]
+    assert "at least" in errors[1]["message"] and "at least" not in errors[0]["message"]
