@@ -23,14 +23,13 @@ from .vocabulary import fixed_answers
 class TaskKind:
     """A family of tasks with its own subcommand, e.g. ``extract``.
 
-    ``instruction`` builds the instruction for an ad-hoc ``--schema FILE.json`` from that schema.
-    ``generic_adapter`` (optional) is an adapter trained to follow any schema of this kind.
+    ``instruction`` builds the instruction for an ad-hoc ``--schema FILE.json`` from that schema (which runs the
+    base model, or the adapter given with ``--adapter``).
     """
 
     name: str
     help: str
     instruction: Callable[[dict[str, Any]], str]
-    generic_adapter: Path | None = None
     plugin: str = ""
 
 
@@ -87,7 +86,7 @@ class Task:
 
 
 def adhoc_task(kind: TaskKind, schema_path: Path, name: str | None = None) -> Task:
-    """A task for a schema file that no plugin registered: the kind's generic instruction and adapter."""
+    """A task for a schema file that no plugin registered: the kind's generic instruction, no adapter."""
     try:
         text = schema_path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -98,7 +97,6 @@ def adhoc_task(kind: TaskKind, schema_path: Path, name: str | None = None) -> Ta
         kind=kind.name,
         schema=schema,
         instruction=kind.instruction(schema),
-        adapter=kind.generic_adapter,
         description=f"ad-hoc schema {schema_path}",
         plugin="(ad-hoc)",
         schema_source=str(schema_path),

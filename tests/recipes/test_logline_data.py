@@ -3,18 +3,13 @@ answered with the fields the line itself writes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import jsonschema
 
-REPO = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("make_log_severity_data", REPO / "recipes" / "make_log_severity_data.py")
-make_log_severity_data = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = make_log_severity_data  # dataclasses look their module up
-spec.loader.exec_module(make_log_severity_data)  # type: ignore[union-attr]
+from recipe_loader import REPO, load_recipe
+
+make_log_severity_data = load_recipe("make_log_severity_data")
 
 
 def read(task: str, name: str) -> list[dict]:

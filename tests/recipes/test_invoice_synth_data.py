@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
-from pathlib import Path
 
 import jsonschema
 
 from gemmapipe.evaluate import is_run_of, normalise
 
-REPO = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("make_invoice_synth_data", REPO / "recipes" / "make_invoice_synth_data.py")
-synth = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = synth
-spec.loader.exec_module(synth)  # type: ignore[union-attr]
+from recipe_loader import REPO, load_recipe
+
+synth = load_recipe("make_invoice_synth_data")
 
 TRAIN, TEST = synth.generate(300, 50, seed=0)
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from recipe_loader import load_recipe
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("sroie_vendor_split", REPO / "recipes" / "sroie_vendor_split.py")
-sroie_vendor_split = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sroie_vendor_split)  # type: ignore[union-attr]
+sroie_vendor_split = load_recipe("sroie_vendor_split")
 
 
 def receipts() -> list[tuple[str, dict]]:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from gemmapipe.augment import value_pattern
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("sroie_renamed_dev", REPO / "recipes" / "sroie_renamed_dev.py")
-sroie_renamed_dev = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sroie_renamed_dev)  # type: ignore[union-attr]
+from recipe_loader import load_recipe
+
+sroie_renamed_dev = load_recipe("sroie_renamed_dev")
 
 
 def receipt(company: str, address: str, total: str, printed_address: str | None = None) -> tuple[str, dict]:

@@ -3,22 +3,14 @@ recipes/wikisplit.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import jsonschema
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+from recipe_loader import load_recipe
 
 
-def load_recipe(name: str = "snips_slots"):  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(RECIPES))
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def utterance(*chunks):  # type: ignore[no-untyped-def]
@@ -47,7 +39,7 @@ def write_benchmark(root: Path, recipe) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_the_recipe_writes_schema_valid_records_and_the_reference(tmp_path):
-    recipe = load_recipe()
+    recipe = load_recipe("snips_slots")
     write_benchmark(tmp_path / "src", recipe)
     recipe.build(tmp_path / "src", tmp_path / "out", weather_train=3)
     for name in ("slots", "weather"):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("make_redact_data", REPO / "recipes" / "make_redact_data.py")
-make_redact_data = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(make_redact_data)  # type: ignore[union-attr]
+from recipe_loader import REPO, load_recipe
+
+make_redact_data = load_recipe("make_redact_data")
 
 PLACEHOLDER = make_redact_data.PLACEHOLDER
 
