@@ -22,6 +22,7 @@ import click
 from . import __version__
 from .errors import GemmapipeError
 from .models import COMPUTE_TYPES, BASE_MODEL_ENV, BaseSource
+from .adapter import choose_adapter, examples_mismatch_warning
 from .options import adapter_options, engine_options
 from .cache import CACHE_ENV
 from .plugins import get_plugins
@@ -187,7 +188,7 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
         task = adhoc_task(kind, Path(schema))
     else:
         task = registry.task(schema, kind.name)
-    task = choose_adapter(task, adapter, no_adapter)
+    task = choose_adapter(task, adapter, no_adapter, warn)
     if examples is not None:
         task = with_examples_file(task, examples)
     warn_of_examples_mismatch(task)
@@ -209,67 +210,16 @@ def with_examples_file(task: Task, examples: Path) -> Task:
     return task.with_examples(read_examples(examples, task.schema))
 
 
+def warn(message: str) -> None:
+    """A warning on stderr, in the form every command uses."""
+    click.echo(f"gemmapipe: warning: {message}", err=True)
+
+
 def warn_of_examples_mismatch(task: Task) -> None:
-    """Say on stderr when ``task``'s prompts differ from its adapter's training prompts (see below)."""
+    """Say on stderr when ``task``'s prompts differ from its adapter's training prompts
+    (:func:`gemmapipe.adapter.examples_mismatch_warning`)."""
     if warning := examples_mismatch_warning(task):
-        click.echo(f"gemmapipe: warning: {warning}", err=True)
-
-
-def examples_mismatch_warning(task: Task) -> str | None:
-    """Why ``task``'s prompts may not be what its adapter was trained on: few-shot examples in front of each record
-    for an adapter trained on prompts without them, or none for an adapter trained with them.
-
-    None when the two agree, when the task has no adapter, or when the adapter has no gemmapipe metadata (nothing
-    is known of its prompts). Metadata written before ``few_shot_examples`` existed means trained without examples.
-    """
-    from .models import adapter_metadata
-
-    if task.adapter is None:
-        return None
-    try:
-        metadata = adapter_metadata(task.adapter)
-        if metadata is None:
-            return None
-        trained_with = int(metadata.get("few_shot_examples", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-    if trained_with and not task.examples:
-        examples = f"{trained_with} example" + ("s" if trained_with != 1 else "")
-        return (f"adapter {task.adapter} was trained with {examples} in front of every record, and this "
-                "run gives none; pass the examples it was trained with (--examples FILE)")
-    if task.examples and not trained_with:
-        # Measured: the invoice adapter on its 31 dev receipts, 88.7 % field exact match without examples, 60.5 %
-        # with the most similar training receipt put before each record, 25.0 % with two fixed training receipts
-        # (and 22 times slower: 0.029 records/s against 0.64).
-        return (f"adapter {task.adapter} was trained on prompts without examples, and examples in front of a record "
-                "usually make such an adapter's answers worse; drop --examples, or use them with --no-adapter")
-    return None
-
-
-def choose_adapter(task: Task, adapter: Path | None, no_adapter: bool) -> Task:
-    """``task`` with ``--adapter DIR`` in place of its own, or with no adapter at all for ``--no-adapter``."""
-    from dataclasses import replace
-
-    if adapter is not None and no_adapter:
-        raise click.UsageError("give --adapter DIR or --no-adapter, not both")
-    if adapter is not None:
-        return apply_adapter(task, adapter)
-    return replace(task, adapter=None) if no_adapter else task
-
-
-def apply_adapter(task: Task, adapter: Path) -> Task:
-    """``task`` with ``adapter``; an adapter written by `gemmapipe train` also brings the instruction it learned."""
-    from dataclasses import replace
-
-    from .grammar import decoding_free
-    from .models import adapter_metadata
-
-    metadata = adapter_metadata(adapter)
-    if metadata is not None:
-        if metadata.get("schema") is not None and decoding_free(metadata["schema"]) != decoding_free(task.schema):
-            click.echo(f"gemmapipe: warning: adapter {adapter} was trained for another schema than task {task.name!r}", err=True)
-        return replace(task, adapter=adapter, instruction=metadata.get("instruction", task.instruction))
-    return replace(task, adapter=adapter)
+        warn(warning)
 
 
 def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int:

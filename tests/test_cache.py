@@ -137,7 +137,8 @@ def test_a_full_disk_while_preparing_is_a_setup_error_and_leaves_nothing(tmp_pat
 
 def test_a_corrupt_adapter_metadata_file_is_a_setup_error(tmp_path):
     from gemmapipe.errors import SetupError
-    from gemmapipe.models import ADAPTER_METADATA, adapter_metadata
+    from gemmapipe.adapter import METADATA_FILE as ADAPTER_METADATA
+    from gemmapipe.adapter import read_metadata as adapter_metadata
 
     (tmp_path / ADAPTER_METADATA).write_text('{"task": "cut off')
     with pytest.raises(SetupError) as caught:

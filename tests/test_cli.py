@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gemmapipe import __version__
-from gemmapipe.cli import examples_mismatch_warning
-from gemmapipe.models import ADAPTER_METADATA
+from gemmapipe.adapter import METADATA_FILE as ADAPTER_METADATA
+from gemmapipe.adapter import examples_mismatch_warning
 from gemmapipe.tasks import Task
 
 LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham"]}}, "required": ["label"],

@@ -262,9 +262,9 @@ def test_eval_says_how_often_the_expected_value_is_in_the_text(gemmapipe_run, tm
 
 def test_an_adapter_trained_without_copying_still_fits_the_schema(tmp_path, capsys):
     """Marking properties as copied changes decoding, not what an adapter learned: no 'another schema' warning."""
-    from gemmapipe.cli import apply_adapter
+    from gemmapipe.adapter import apply_adapter
     from gemmapipe.grammar import decoding_free
-    from gemmapipe.models import ADAPTER_METADATA
+    from gemmapipe.adapter import METADATA_FILE as ADAPTER_METADATA
     from gemmapipe.tasks import Task
 
     (tmp_path / ADAPTER_METADATA).write_text(json.dumps({"schema": decoding_free(SCHEMA), "instruction": "Learned."}))

@@ -92,7 +92,7 @@ def test_a_few_steps_lower_the_loss(tiny_store, tmp_path, monkeypatch):
 def test_a_run_can_continue_an_adapter(tiny_store, tmp_path, monkeypatch):
     from gemmapipe.cache import hash_files
     from gemmapipe.errors import GemmapipeError
-    from gemmapipe.models import adapter_files
+    from gemmapipe.adapter import adapter_files
 
     first = train(TASK, DATA, tmp_path / "a", tiny_store,
                   TrainConfig(max_steps=30, batch_size=8, learning_rate=5e-3, rank=4, alpha=8, dev_fraction=0.0))

@@ -16,8 +16,9 @@ from ..options import adapter_options, engine_options, labelled_task_options
 
 
 def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind: str, adapter: Path | None, no_adapter: bool = False):  # type: ignore[no-untyped-def]
-    from ..cli import choose_adapter
-    from ..errors import GemmapipeError, UsageError
+    from ..adapter import choose_adapter
+    from ..cli import warn
+    from ..errors import UsageError
     from ..plugins import get_plugins
     from ..tasks import adhoc_task
 
@@ -30,7 +31,7 @@ def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind:
         if kind not in registry.kinds:
             raise UsageError(f"unknown kind {kind!r}", f"choose one of: {', '.join(registry.kinds)}")
         task = adhoc_task(registry.kinds[kind], schema)  # type: ignore[arg-type]
-    return choose_adapter(task, adapter, no_adapter)
+    return choose_adapter(task, adapter, no_adapter, warn)
 
 
 @hookimpl
@@ -151,7 +152,7 @@ def register_commands(cli: click.Group) -> None:
         trained earlier: `--init-adapter A --epochs 1` on A's data and seed adds one epoch to A.
         """
         from ..cli import EXIT_INTERRUPTED, fail
-        from ..errors import GemmapipeError, UsageError
+        from ..errors import GemmapipeError
         from ..tasks import read_labelled
         from ..models import ModelStore
         from ..training import TrainConfig, adapter_settings, torch_threads, train as run_training
