@@ -16,7 +16,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 @functools.cache
@@ -35,3 +36,38 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+#: glibc's ``mallopt`` parameter for the size from which a block gets a mapping of its own.
+_M_MMAP_THRESHOLD = -3
+#: Where glibc's own moving threshold ends up once large blocks have been freed (its maximum on 64-bit systems).
+GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+@contextmanager
+def large_blocks_mapped(threshold: int = 1024 * 1024) -> Iterator[bool]:
+    """While inside, every block of ``threshold`` bytes or more is a mapping of its own, unmapped when freed, instead
+    of a piece of the heap: a training step's activations (hundreds of blocks of a few MB, of sizes that change with
+    each batch) then cannot leave holes that stay resident. Measured on WikiSplit batches (8 x ~210 tokens, bf16,
+    2 cores): a step's working set 1.30 GB instead of 1.55-1.61, and 25 steps with a dev check peaked at 3.17 GB
+    instead of 3.64, each step ~15 % slower (page faults of fresh mappings). On leaving, the threshold is set to
+    what glibc's own moving threshold reaches after large frees (it cannot be made to move again). Yields False
+    where the C library is not glibc."""
+    mallopt = _mallopt()
+    if mallopt is None:
+        yield False
+        return
+    mallopt(_M_MMAP_THRESHOLD, threshold)
+    try:
+        yield True
+    finally:
+        mallopt(_M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gemmapipe.memory import release_free_memory
+from gemmapipe.memory import large_blocks_mapped, release_free_memory
 
 
 def rss_bytes() -> int:
@@ -30,3 +30,44 @@ def test_freed_heap_holes_go_back_to_the_os():
     assert release_free_memory() is True
     assert before - rss_bytes() > 100 * 2**20
     assert keep[0] == ord("y")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or "musl" in (ctypes.util.find_library("c") or ""),
+                    reason="mallopt's mmap threshold is glibc's")
+def test_large_blocks_are_mapped_while_training():
+    """Inside large_blocks_mapped, freed 2 MB blocks leave nothing resident even with small blocks allocated between
+    them (a training step's activations). The control, with those blocks on the heap (glibc's threshold after large
+    frees, 32 MB) and no automatic trimming, keeps them resident: so the test can tell the two apart."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    m_trim_threshold, m_mmap_threshold = -1, -3
+
+    def resident_after_freeing(blocks: int = 100, size: int = 2 * 2**20) -> int:
+        big, small = [], []
+        for _ in range(blocks):
+            pointer = libc.malloc(size)
+            ctypes.memset(pointer, 1, size)  # touched: resident
+            big.append(pointer)
+            small.append(libc.malloc(65536))  # under both thresholds: on the heap, between the large blocks
+        before = rss_bytes()
+        for pointer in big:
+            libc.free(pointer)
+        freed = before - rss_bytes()
+        for pointer in small:
+            libc.free(pointer)
+        return blocks * size - freed
+
+    libc.mallopt(m_trim_threshold, 2**30)  # free() gives nothing back by itself, in both cases
+    try:
+        libc.mallopt(m_mmap_threshold, 32 * 2**20)  # where glibc's threshold is after a while (a fresh process: 128 KB)
+        with large_blocks_mapped() as active:
+            kept_inside = resident_after_freeing()
+        kept_outside = resident_after_freeing()
+    finally:
+        libc.mallopt(m_trim_threshold, 128 * 1024)  # glibc's default
+        release_free_memory()
+    assert active is True
+    assert kept_inside < 20 * 2**20, kept_inside
+    assert kept_outside > 150 * 2**20, kept_outside
