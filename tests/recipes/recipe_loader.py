@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -24,3 +25,13 @@ def load_recipe(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file (a recipe's committed or written dataset)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def committed_split(folder: str, split: str) -> list[dict]:
+    """A committed dataset of ``recipes/<folder>/`` (``train`` or ``test``), as the recipe scripts write it."""
+    return read_jsonl(RECIPES / folder / f"{split}.jsonl")

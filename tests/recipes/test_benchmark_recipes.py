@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jsonschema
 
-from recipe_loader import load_recipe
+from recipe_loader import load_recipe, read_jsonl
 
 
 
@@ -47,10 +47,10 @@ def test_the_recipe_writes_schema_valid_records_and_the_reference(tmp_path):
         for part in ("train", "test"):
             for line in (tmp_path / "out" / name / f"{part}.jsonl").read_text().splitlines():
                 jsonschema.validate(json.loads(line)["expected"], schema)
-    slots = [json.loads(line) for line in (tmp_path / "out" / "slots" / "train.jsonl").read_text().splitlines()]
+    slots = read_jsonl(tmp_path / "out" / "slots" / "train.jsonl")
     assert {"text": "play Abba and Queen on Spotify", "expected": {"artist": "Abba", "service": "Spotify"}} in slots  # first of two
     assert {"text": "Weather in Paris tomorrow?", "expected": {"city": "Paris", "timeRange": "tomorrow"}} in slots
-    weather = [json.loads(line) for line in (tmp_path / "out" / "weather" / "train.jsonl").read_text().splitlines()]
+    weather = read_jsonl(tmp_path / "out" / "weather" / "train.jsonl")
     assert len(weather) == 3  # the full file less the test utterance
     assert {"text": "Is it hot in Oslo, Norway", "expected": {"location": "Oslo Norway", "location_kind": "city", "time": None,
                                                               "condition": "hot", "spatial_relation": None}} in weather
@@ -70,7 +70,7 @@ def test_the_few_shot_split_takes_as_many_records_of_each_label(tmp_path):
         (source / f"{part}.jsonl").write_text("\n".join(lines) + "\n")
     (source / "schema.json").write_text(json.dumps({"type": "object", "properties": {"intent": {"enum": labels}}}))
     recipe.build(tmp_path / "out", train_per_label=2, test_per_label=0, dataset=source)
-    train = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    train = read_jsonl(tmp_path / "out" / "train.jsonl")
     test = (tmp_path / "out" / "test.jsonl").read_text().splitlines()
     assert sorted(r["expected"]["intent"] for r in train) == ["a", "a", "b", "b", "c", "c"] and len(test) == 9  # 0: all
     assert set(train[0]) == {"text", "expected"} and (tmp_path / "out" / "kind").read_text().strip() == "classify"
@@ -85,8 +85,8 @@ def test_the_wikisplit_recipe_joins_the_two_sentences_and_keeps_test_sentences_o
     (source / "validation.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs[:2]), encoding="utf-8")
     recipe.build(source, tmp_path / "out", train_size=10, test_size=10)
     folder = tmp_path / "out" / "wikisplit"
-    train = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
-    test = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()]
+    train = read_jsonl(folder / "train.jsonl")
+    test = read_jsonl(folder / "test.jsonl")
     assert len(train) == 4 and len(test) == 2 and not {r["text"] for r in train} & {r["text"] for r in test}
     assert {"text": "Ann 0 came and she sat .", "expected": {"text": "Ann 0 came . She sat ."}} in test
     schema = json.loads((folder / "schema.json").read_text())

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import re
 
-from recipe_loader import REPO, load_recipe
+from recipe_loader import committed_split, load_recipe
 
 make_log_severity_data = load_recipe("make_log_severity_data")
 SEVERITIES = make_log_severity_data.SEVERITIES
 
 
-def read(name: str) -> list[dict]:
-    path = REPO / "recipes" / "log-severity" / f"{name}.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def test_committed_files_are_reproduced_by_the_script():
     train, test = make_log_severity_data.generate()
-    assert read("train") == train and read("test") == test
+    assert committed_split("log-severity", "train") == train and committed_split("log-severity", "test") == test
 
 
 def test_generation_depends_on_the_seed_only():
@@ -30,7 +24,7 @@ def test_labels_match_the_task_and_cover_every_severity():
     from gemmapipe_logs import SEVERITIES as TASK_SEVERITIES
 
     assert SEVERITIES == TASK_SEVERITIES
-    for split in (read("train"), read("test")):
+    for split in (committed_split("log-severity", "train"), committed_split("log-severity", "test")):
         assert {r["expected"]["severity"] for r in split} == set(SEVERITIES)
         assert all(list(r["expected"]) == ["severity"] and "\n" not in r["text"] for r in split)
 
@@ -39,7 +33,7 @@ def test_a_line_with_a_level_is_labelled_with_that_level():
     names = {"DEBUG": "debug", "INFO": "info", "NOTICE": "notice", "WARNING": "warning", "WARN": "warning", "ERROR": "error",
              "CRITICAL": "critical", "FATAL": "critical", "PANIC": "critical"}
     checked = 0
-    for record in read("train") + read("test"):
+    for record in committed_split("log-severity", "train") + committed_split("log-severity", "test"):
         text, severity = record["text"], record["expected"]["severity"]
         if match := re.match(r"\d{4}-\d\d-\d\d [\d:.,]+ - [\w.]+ - ([A-Z]+) - ", text):  # Python logging
             assert names[match.group(1)] == severity, text
@@ -55,8 +49,8 @@ def test_a_line_with_a_level_is_labelled_with_that_level():
 
 
 def test_held_out_messages_hosts_and_format_occur_only_in_test():
-    train_text = "\n".join(r["text"] for r in read("train"))
-    test = read("test")
+    train_text = "\n".join(r["text"] for r in committed_split("log-severity", "train"))
+    test = committed_split("log-severity", "test")
     apache = [r for r in test if r["text"].startswith("[Sat Nov ")]
     assert len(apache) > 10 and "[Sat Nov " not in train_text
     held_out = [m.template.split("{")[0] for ms in make_log_severity_data.MESSAGES.values()

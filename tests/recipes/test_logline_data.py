@@ -7,24 +7,19 @@ import json
 
 import jsonschema
 
-from recipe_loader import REPO, load_recipe
+from recipe_loader import committed_split, load_recipe
 
 make_log_severity_data = load_recipe("make_log_severity_data")
 
 
-def read(task: str, name: str) -> list[dict]:
-    path = REPO / "recipes" / task / f"{name}.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def test_committed_files_are_reproduced_by_the_script():
     train, test = make_log_severity_data.generate(task="logline")
-    assert read("logline", "train") == train and read("logline", "test") == test
+    assert committed_split("logline", "train") == train and committed_split("logline", "test") == test
 
 
 def test_the_lines_and_severities_are_those_of_the_log_severity_dataset():
     for name in ("train", "test"):
-        lines, severities = read("logline", name), read("log-severity", name)
+        lines, severities = committed_split("logline", name), committed_split("log-severity", name)
         assert [r["text"] for r in lines] == [r["text"] for r in severities]
         assert [r["expected"]["severity"] for r in lines] == [r["expected"]["severity"] for r in severities]
 
@@ -34,7 +29,7 @@ def test_every_answer_fits_the_task_schema_and_is_written_in_its_line():
 
     schema = get_plugins().registry().task("logline").schema
     counts: dict[str, int] = {}
-    for record in read("logline", "train") + read("logline", "test"):
+    for record in committed_split("logline", "train") + committed_split("logline", "test"):
         text, answer = record["text"], record["expected"]
         jsonschema.validate(answer, schema)
         assert list(answer) == list(schema["properties"])  # the order the grammar writes them in

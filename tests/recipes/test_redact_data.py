@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import re
 
-from recipe_loader import REPO, load_recipe
+from recipe_loader import committed_split, load_recipe
 
 make_redact_data = load_recipe("make_redact_data")
 
 PLACEHOLDER = make_redact_data.PLACEHOLDER
 
 
-def read(name: str) -> list[dict]:
-    return [json.loads(line) for line in (REPO / "recipes" / "redact" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
 def test_committed_files_are_reproduced_by_the_script():
     train, test = make_redact_data.generate()
-    assert read("train") == train and read("test") == test
+    assert committed_split("redact", "train") == train and committed_split("redact", "test") == test
 
 
 def test_generation_depends_on_the_seed_only():
@@ -49,7 +44,7 @@ def test_test_people_never_occur_in_train():
 def test_personal_values_are_the_replaced_spans():
     assert make_redact_data.personal_values("call Ana Costa on +44 20 7946 0958 re ORD-1", "call [NAME] on [PHONE] re ORD-1") == [
         "Ana Costa", "+44 20 7946 0958"]
-    for record in read("test"):  # the accuracy benchmark's leak rate relies on this for every test record
+    for record in committed_split("redact", "test"):  # the accuracy benchmark's leak rate relies on this for every test record
         source, redacted = record["text"], record["expected"]["text"]
         values = make_redact_data.personal_values(source, redacted)
         assert len(values) == len(PLACEHOLDER.findall(redacted))
