@@ -21,17 +21,18 @@ from contextlib import contextmanager
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(function: str) -> Callable[..., int] | None:
+    """``function`` of the C library, or None where it has none (not glibc: macOS, musl)."""
     name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to call
+        return getattr(ctypes.CDLL(name), function) if name else None
+    except (OSError, AttributeError):
         return None
 
 
 def release_free_memory() -> bool:
     """Return the heap's free pages to the operating system; False where the C library has no ``malloc_trim``."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)
@@ -44,15 +45,6 @@ _M_MMAP_THRESHOLD = -3
 GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 
 
-@functools.cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return None
-
-
 @contextmanager
 def large_blocks_mapped(threshold: int = 1024 * 1024) -> Iterator[bool]:
     """While inside, every block of ``threshold`` bytes or more is a mapping of its own, unmapped when freed, instead
@@ -62,7 +54,7 @@ def large_blocks_mapped(threshold: int = 1024 * 1024) -> Iterator[bool]:
     instead of 3.64, each step ~15 % slower (page faults of fresh mappings). On leaving, the threshold is set to
     what glibc's own moving threshold reaches after large frees (it cannot be made to move again). Yields False
     where the C library is not glibc."""
-    mallopt = _mallopt()
+    mallopt = _glibc("mallopt")
     if mallopt is None:
         yield False
         return
