@@ -23,7 +23,7 @@ from . import __version__
 from .errors import GemmapipeError
 from .models import COMPUTE_TYPES, BASE_MODEL_ENV, BaseSource
 from .adapter import choose_adapter, examples_mismatch_warning
-from .options import adapter_options, engine_options
+from .options import adapter_options, apply_options, engine_options
 from .cache import CACHE_ENV
 from .plugins import get_plugins
 from .tasks import Task, TaskKind, adhoc_task, read_examples
@@ -125,11 +125,7 @@ def run_options(f: Any) -> Any:
         click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal]."),
         click.option("--stats", "stats_path", type=click.Path(dir_okay=False, path_type=Path), help="When the run ends, write its counters (records, seconds, tokens, batch sizes, peak memory) to this file as JSON."),
     ]
-    f = engine_options(f)
-    f = adapter_options(f)
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return apply_options(options, adapter_options(engine_options(f)))
 
 
 def _check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -20,7 +20,8 @@ _EXISTING_FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 _EXISTING_FOLDER = click.Path(file_okay=False, exists=True, path_type=Path)
 
 
-def _apply(options: list[Callable[[F], F]], f: F) -> F:
+def apply_options(options: list[Callable[[F], F]], f: F) -> F:
+    """Add ``options`` (click decorators) to ``f`` so that they appear in ``--help`` in the order listed."""
     for option in reversed(options):
         f = option(f)
     return f
@@ -28,7 +29,7 @@ def _apply(options: list[Callable[[F], F]], f: F) -> F:
 
 def adapter_options(f: F) -> F:
     """``--examples``, ``--adapter``, ``--no-adapter``: what the model is given besides the task's prompt."""
-    return _apply([
+    return apply_options([
         click.option("--examples", type=_EXISTING_FILE,
                      help='JSONL of {"text", "expected"} few-shot examples put in every prompt (with --no-adapter: a few-shot baseline).'),
         click.option("--adapter", type=_EXISTING_FOLDER, help="A LoRA adapter folder to use instead of the task's own."),
@@ -38,7 +39,7 @@ def adapter_options(f: F) -> F:
 
 def engine_options(f: F) -> F:
     """``--batch-size``, ``--threads``, ``--compute-type``: how the engine runs."""
-    return _apply([
+    return apply_options([
         click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True, help="Records decoded together."),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores]."),
         click.option("--compute-type", default="int8", show_default=True,
@@ -50,7 +51,7 @@ def labelled_task_options(data_help: str, task_help: str = "A registered task.")
     """``--task`` or ``--schema`` with ``--kind``, and ``--data``: a task and its labelled records (``eval``, ``train``)."""
 
     def decorate(f: F) -> F:
-        return _apply([
+        return apply_options([
             click.option("--task", "task_name", help=task_help),
             click.option("--schema", type=_EXISTING_FILE, help="Or an ad-hoc schema file."),
             click.option("--kind", default="extract", show_default=True, help="Kind of the ad-hoc schema."),
