@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import SetupError, UsageError
+from .errors import SetupError, UsageError, warn
 from .tasks import Task
 
 METADATA_FILE = "gemmapipe-adapter.json"
@@ -82,20 +80,16 @@ def _read_metadata(path: Path, mtime_ns: int, size: int) -> AdapterMetadata:
     return AdapterMetadata.from_json(raw)
 
 
-def _warn(message: str) -> None:
-    print(f"gemmapipe: warning: {message}", file=sys.stderr)
-
-
-def choose_adapter(task: Task, adapter: Path | None, no_adapter: bool, warn: Callable[[str], None] = _warn) -> Task:
+def choose_adapter(task: Task, adapter: Path | None, no_adapter: bool) -> Task:
     """``task`` with ``--adapter DIR`` in place of its own, or with no adapter at all for ``--no-adapter``."""
     if adapter is not None and no_adapter:
         raise UsageError("both --adapter and --no-adapter were given", "give --adapter DIR or --no-adapter, not both")
     if adapter is not None:
-        return apply_adapter(task, adapter, warn)
+        return apply_adapter(task, adapter)
     return replace(task, adapter=None) if no_adapter else task
 
 
-def apply_adapter(task: Task, adapter: Path, warn: Callable[[str], None] = _warn) -> Task:
+def apply_adapter(task: Task, adapter: Path) -> Task:
     """``task`` with ``adapter``; an adapter written by `gemmapipe train` also brings the instruction it learned."""
     from .grammar import decoding_free
 

@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import GemmapipeError
+from .errors import GemmapipeError, warn
 from .models import COMPUTE_TYPES, BASE_MODEL_ENV, BaseSource
 from .adapter import choose_adapter, examples_mismatch_warning
 from .options import adapter_options, apply_options, engine_options
@@ -184,31 +184,22 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
         task = adhoc_task(kind, Path(schema))
     else:
         task = registry.task(schema, kind.name)
-    task = choose_adapter(task, adapter, no_adapter, warn)
+    task = choose_adapter(task, adapter, no_adapter)
     if examples is not None:
         task = with_examples_file(task, examples)
     warn_of_examples_mismatch(task)
     task.compiled  # compile now: a bad schema is a usage error before any work
     for note in task.compiled.unenforced:
-        click.echo(f"gemmapipe: warning: the grammar does not enforce part of the schema ({note}); "
-                   "answers that break it become error records", err=True)
+        warn(f"the grammar does not enforce part of the schema ({note}); answers that break it become error records")
     if task.adapter is None:
-        click.echo(
-            f"gemmapipe: warning: task {task.name!r} has no trained adapter, so the base model guesses; expect poor "
-            "answers. Train one with `gemmapipe train` (see the README).",
-            err=True,
-        )
+        warn(f"task {task.name!r} has no trained adapter, so the base model guesses; expect poor answers. "
+             "Train one with `gemmapipe train` (see the README).")
     return task
 
 
 def with_examples_file(task: Task, examples: Path) -> Task:
     """``task`` with the few-shot examples of ``--examples FILE`` (validated against its schema)."""
     return task.with_examples(read_examples(examples, task.schema))
-
-
-def warn(message: str) -> None:
-    """A warning on stderr, in the form every command uses."""
-    click.echo(f"gemmapipe: warning: {message}", err=True)
 
 
 def warn_of_examples_mismatch(task: Task) -> None:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, in the one form every command uses (``gemmapipe: warning: ...``)."""
+    print(f"gemmapipe: warning: {message}", file=sys.stderr)
+
 
 class GemmapipeError(Exception):
     """Base class: ``message`` says what went wrong, ``hint`` what the user can do about it."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, warn
 from .tasks import Registry, Task, TaskKind
 
 DISABLE_ENV = "GEMMAPIPE_DISABLE_PLUGINS"
@@ -85,11 +84,7 @@ class Plugins:
 
     def _fail(self, name: str, message: str) -> None:
         self.failures[name] = message
-        print(
-            f"gemmapipe: warning: plugin {name!r} {message}; its tasks are unavailable "
-            f"(disable it with {DISABLE_ENV}={name})",
-            file=sys.stderr,
-        )
+        warn(f"plugin {name!r} {message}; its tasks are unavailable (disable it with {DISABLE_ENV}={name})")
 
     def registry(self) -> Registry:
         """Kinds and tasks from every plugin; built once. Raises PluginError on duplicate kind names; a task name
@@ -100,7 +95,7 @@ class Plugins:
             self._call("register_tasks", lambda plugin: lambda task: registry.add_task(_checked(task, plugin, registry)))
             for name in registry.conflicts:
                 error = registry.conflict_error(name)
-                print(f"gemmapipe: warning: {error.message}; it is unavailable ({error.hint})", file=sys.stderr)
+                warn(f"{error.message}; it is unavailable ({error.hint})")
             self._registry = registry
         return self._registry
 

@@ -17,7 +17,6 @@ from ..options import adapter_options, engine_options, labelled_task_options
 
 def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind: str, adapter: Path | None, no_adapter: bool = False):  # type: ignore[no-untyped-def]
     from ..adapter import choose_adapter
-    from ..cli import warn
     from ..errors import UsageError
     from ..plugins import get_plugins
     from ..tasks import adhoc_task
@@ -31,7 +30,7 @@ def _task(obj: dict[str, Any], task_name: str | None, schema: Path | None, kind:
         if kind not in registry.kinds:
             raise UsageError(f"unknown kind {kind!r}", f"choose one of: {', '.join(registry.kinds)}")
         task = adhoc_task(registry.kinds[kind], schema)  # type: ignore[arg-type]
-    return choose_adapter(task, adapter, no_adapter, warn)
+    return choose_adapter(task, adapter, no_adapter)
 
 
 @hookimpl
@@ -50,7 +49,7 @@ def register_commands(cli: click.Group) -> None:
         """Score a task on labelled data: per-field exact match, accuracy, schema validity, errors, speed."""
         from ..cli import EXIT_INTERRUPTED, fail, warn_of_examples_mismatch, with_examples_file
         from ..engines import load_engine
-        from ..errors import GemmapipeError, UsageError
+        from ..errors import GemmapipeError, UsageError, warn
         from ..evaluate import evaluate
         from ..tasks import read_labelled
         from ..models import ModelStore
@@ -64,8 +63,8 @@ def register_commands(cli: click.Group) -> None:
                 task = with_examples_file(task, examples)
                 overlap = len({text for text, _ in task.examples} & {text for text, _ in pairs})
                 if overlap:
-                    click.echo(f"gemmapipe: warning: {overlap} of the --examples texts are also records of --data; "
-                               "their answers are in the prompt, so the score overstates the task", err=True)
+                    warn(f"{overlap} of the --examples texts are also records of --data; "
+                         "their answers are in the prompt, so the score overstates the task")
             warn_of_examples_mismatch(task)
             # Checked first, so an unwritable path fails now, not after the whole evaluation; appending neither
             # truncates a file from an earlier run nor leaves one behind if this run does not finish.
