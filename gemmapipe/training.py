@@ -285,12 +285,11 @@ def _summed_loss(model, batch: list[Example], pad_id: int, device: str):  # type
             logits = torch.tanh(logits / softcap) * softcap
         return torch.nn.functional.cross_entropy(logits, wanted, reduction="sum")
 
-    if len(targets) <= LOSS_CHUNK:
-        return chunk_loss(picked, targets_t)
+    chunks = [(picked[k : k + LOSS_CHUNK], targets_t[k : k + LOSS_CHUNK]) for k in range(0, len(targets), LOSS_CHUNK)]
+    if torch.is_grad_enabled() and len(chunks) > 1:  # each chunk's scores recomputed in the backward pass, not kept
+        return sum(checkpoint(chunk_loss, states, wanted, use_reentrant=False) for states, wanted in chunks)
     # without gradients (the dev loss) the chunks matter as much: 8 answers of 40 tokens would be 0.8 GB of scores
-    part = checkpoint if torch.is_grad_enabled() else (lambda f, *args, use_reentrant: f(*args))
-    return sum(part(chunk_loss, picked[k : k + LOSS_CHUNK], targets_t[k : k + LOSS_CHUNK], use_reentrant=False)
-               for k in range(0, len(targets), LOSS_CHUNK))
+    return sum(chunk_loss(states, wanted) for states, wanted in chunks)
 
 
 @contextmanager
