@@ -41,8 +41,13 @@ class AdapterMetadata:
         except (TypeError, ValueError):
             few_shot = 0
         base, schema, instruction = raw.get("base"), raw.get("schema"), raw.get("instruction")
-        return cls(base=base if isinstance(base, dict) else None, schema=schema if isinstance(schema, dict) else None,
-                   instruction=instruction if isinstance(instruction, str) else None, few_shot_examples=few_shot, raw=raw)
+        return cls(
+            base=base if isinstance(base, dict) else None,
+            schema=schema if isinstance(schema, dict) else None,
+            instruction=instruction if isinstance(instruction, str) else None,
+            few_shot_examples=few_shot,
+            raw=raw,
+        )
 
 
 def adapter_files(folder: Path) -> list[Path]:
@@ -73,10 +78,14 @@ def _read_metadata(path: Path, mtime_ns: int, size: int) -> AdapterMetadata:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise SetupError(f"the adapter's metadata {path} cannot be read: {exc}",
-                         "restore it from where the adapter came from, or train the adapter again") from exc
+        raise SetupError(
+            f"the adapter's metadata {path} cannot be read: {exc}",
+            "restore it from where the adapter came from, or train the adapter again",
+        ) from exc
     if not isinstance(raw, dict):
-        raise SetupError(f"the adapter's metadata {path} is not a JSON object", "restore it, or train the adapter again")
+        raise SetupError(
+            f"the adapter's metadata {path} is not a JSON object", "restore it, or train the adapter again"
+        )
     return AdapterMetadata.from_json(raw)
 
 
@@ -119,12 +128,16 @@ def examples_mismatch_warning(task: Task) -> str | None:
     trained_with = metadata.few_shot_examples
     if trained_with and not task.examples:
         examples = f"{trained_with} example" + ("s" if trained_with != 1 else "")
-        return (f"adapter {task.adapter} was trained with {examples} in front of every record, and this "
-                "run gives none; pass the examples it was trained with (--examples FILE)")
+        return (
+            f"adapter {task.adapter} was trained with {examples} in front of every record, and this "
+            "run gives none; pass the examples it was trained with (--examples FILE)"
+        )
     if task.examples and not trained_with:
         # Measured: the invoice adapter on its 31 dev receipts, 88.7 % field exact match without examples, 60.5 %
         # with the most similar training receipt put before each record, 25.0 % with two fixed training receipts
         # (and 22 times slower: 0.029 records/s against 0.64).
-        return (f"adapter {task.adapter} was trained on prompts without examples, and examples in front of a record "
-                "usually make such an adapter's answers worse; drop --examples, or use them with --no-adapter")
+        return (
+            f"adapter {task.adapter} was trained on prompts without examples, and examples in front of a record "
+            "usually make such an adapter's answers worse; drop --examples, or use them with --no-adapter"
+        )
     return None

@@ -9,6 +9,7 @@ receipt keeps its layout and its cue words ("TOTAL", "DATE:"); only the value th
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from typing import Any
@@ -77,10 +78,14 @@ def swap_values(
             replacement = rng.choice(pools[field])
             while replacement == value:
                 replacement = rng.choice(pools[field])
-            text = pattern.sub(lambda match: _laid_out_like(replacement, match.group()), text)
+            text = pattern.sub(functools.partial(_replace_laid_out, replacement), text)
             expected[field] = replacement
         swapped.append((text, expected))
     return swapped
+
+
+def _replace_laid_out(value: str, match: re.Match[str]) -> str:
+    return _laid_out_like(value, match.group())
 
 
 def _laid_out_like(value: str, occurrence: str) -> str:

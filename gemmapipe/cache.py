@@ -64,8 +64,11 @@ def file_check(path: Path) -> dict[str, object]:
 
 def entry_files(folder: Path) -> dict[str, dict[str, object]]:
     """:func:`file_check` of every file under ``folder`` but the manifest, by relative path."""
-    return {str(path.relative_to(folder)): file_check(path) for path in sorted(folder.rglob("*"))
-            if path.is_file() and path.name != MANIFEST}
+    return {
+        str(path.relative_to(folder)): file_check(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
 
 
 def entry_damage(folder: Path) -> str | None:
@@ -172,7 +175,13 @@ def ensure_entry(
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=final.parent))
         try:
             build(tmp)
-            manifest = {"kind": kind, "key": key, "created": time.time(), **(description or {}), "files": entry_files(tmp)}
+            manifest = {
+                "kind": kind,
+                "key": key,
+                "created": time.time(),
+                **(description or {}),
+                "files": entry_files(tmp),
+            }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
             _sync_folder(tmp)
             if final.exists():  # a leftover without a manifest: never complete, safe to replace
@@ -181,8 +190,10 @@ def ensure_entry(
             _sync_folder_entry(final.parent)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise SetupError(f"preparing {final} failed: {exc.strerror or exc}; nothing of it was kept",
-                             f"free space in {final.parent} (or point --cache-dir or ${CACHE_ENV} at another folder) and run again") from exc
+            raise SetupError(
+                f"preparing {final} failed: {exc.strerror or exc}; nothing of it was kept",
+                f"free space in {final.parent} (or point --cache-dir or ${CACHE_ENV} at another folder) and run again",
+            ) from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -20,11 +20,11 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import GemmapipeError, warn
-from .models import COMPUTE_TYPES, BASE_MODEL_ENV, BaseSource
 from .adapter import choose_adapter, examples_mismatch_warning
-from .options import adapter_options, apply_options, engine_options
 from .cache import CACHE_ENV
+from .errors import GemmapipeError, warn
+from .models import BASE_MODEL_ENV, COMPUTE_TYPES, BaseSource
+from .options import adapter_options, apply_options, engine_options
 from .plugins import get_plugins
 from .tasks import Task, TaskKind, adhoc_task, read_examples
 
@@ -109,21 +109,87 @@ def run_options(f: Any) -> Any:
     adapter and engine options)."""
     options = [
         click.argument("input_file", metavar="[INPUT]", default="-", type=click.File("rb")),
-        click.option("--schema", "-s", required=True, help="A registered task name (see `gemmapipe tasks`) or a JSON Schema file."),
-        click.option("--text-field", default="text", show_default=True, help="Field that holds the text in JSON input."),
-        click.option("--id-field", default="id", show_default=True, help="Field that identifies a record (copied to error records and envelopes)."),
-        click.option("--format", "input_format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True, help="Input lines: JSON objects, plain text, or auto (JSON if the first line starts with '{')."),
-        click.option("--envelope", is_flag=True, help='Write {"line", "id", "result", "confidence", "offsets", "key", "provenance"} instead of the bare result.'),
-        click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="An answer with a field below this confidence (its least likely token's probability) becomes a low_confidence error record, the answer kept in it."),
-        click.option("--resume", "resume_path", type=click.Path(dir_okay=False, path_type=Path), help="An earlier --envelope output (often the file this run appends to): records it already answered (same text, task, adapter and schema) are skipped."),
-        click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), help="Write error records to this file instead of stderr."),
+        click.option(
+            "--schema",
+            "-s",
+            required=True,
+            help="A registered task name (see `gemmapipe tasks`) or a JSON Schema file.",
+        ),
+        click.option(
+            "--text-field", default="text", show_default=True, help="Field that holds the text in JSON input."
+        ),
+        click.option(
+            "--id-field",
+            default="id",
+            show_default=True,
+            help="Field that identifies a record (copied to error records and envelopes).",
+        ),
+        click.option(
+            "--format",
+            "input_format",
+            type=click.Choice(["auto", "json", "text"]),
+            default="auto",
+            show_default=True,
+            help="Input lines: JSON objects, plain text, or auto (JSON if the first line starts with '{').",
+        ),
+        click.option(
+            "--envelope",
+            is_flag=True,
+            help='Write {"line", "id", "result", "confidence", "offsets", "key", "provenance"} instead of the bare result.',
+        ),
+        click.option(
+            "--min-confidence",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help="An answer with a field below this confidence (its least likely token's probability) becomes a low_confidence error record, the answer kept in it.",
+        ),
+        click.option(
+            "--resume",
+            "resume_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="An earlier --envelope output (often the file this run appends to): records it already answered (same text, task, adapter and schema) are skipped.",
+        ),
+        click.option(
+            "--errors",
+            "errors_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write error records to this file instead of stderr.",
+        ),
         click.option("--fail-fast", is_flag=True, help="Stop at the first record that fails (exit 1)."),
-        click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens [default: the task's, else 256]."),
-        click.option("--max-input-tokens", type=click.IntRange(1), default=4096, show_default=True, help="Longer inputs become error records."),
-        click.option("--max-line-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, help="Longer lines become error records."),
-        click.option("--encoding", default="utf-8", show_default=True, callback=_check_encoding, help="Encoding of the input."),
-        click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal]."),
-        click.option("--stats", "stats_path", type=click.Path(dir_okay=False, path_type=Path), help="When the run ends, write its counters (records, seconds, tokens, batch sizes, peak memory) to this file as JSON."),
+        click.option(
+            "--max-tokens",
+            type=click.IntRange(1),
+            default=None,
+            help="Longest answer in tokens [default: the task's, else 256].",
+        ),
+        click.option(
+            "--max-input-tokens",
+            type=click.IntRange(1),
+            default=4096,
+            show_default=True,
+            help="Longer inputs become error records.",
+        ),
+        click.option(
+            "--max-line-bytes",
+            type=click.IntRange(1),
+            default=1 << 20,
+            show_default=True,
+            help="Longer lines become error records.",
+        ),
+        click.option(
+            "--encoding", default="utf-8", show_default=True, callback=_check_encoding, help="Encoding of the input."
+        ),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Progress bar on stderr [default: when stderr is a terminal].",
+        ),
+        click.option(
+            "--stats",
+            "stats_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="When the run ends, write its counters (records, seconds, tokens, batch sizes, peak memory) to this file as JSON.",
+        ),
     ]
     return apply_options(options, adapter_options(engine_options(f)))
 
@@ -134,7 +200,9 @@ def _check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> s
     try:
         codecs.lookup(value)
     except LookupError:
-        raise click.BadParameter(f"{value!r} is not an encoding Python knows (utf-8, latin-1, cp1252, utf-16, ...)") from None
+        raise click.BadParameter(
+            f"{value!r} is not an encoding Python knows (utf-8, latin-1, cp1252, utf-16, ...)"
+        ) from None
     return value
 
 
@@ -145,7 +213,9 @@ def open_errors_file(path: Path, input_stream: Any):  # type: ignore[no-untyped-
 
     try:
         if path.exists() and os.path.samefile(path, input_stream.fileno() if hasattr(input_stream, "fileno") else -1):
-            raise click.UsageError(f"--errors {path} is the input file: writing it would destroy the input; choose another file")
+            raise click.UsageError(
+                f"--errors {path} is the input file: writing it would destroy the input; choose another file"
+            )
     except (OSError, ValueError):
         pass  # stdin that is no file, or a file that cannot be compared: nothing to destroy
     try:
@@ -156,7 +226,9 @@ def open_errors_file(path: Path, input_stream: Any):  # type: ignore[no-untyped-
         fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         stream.close()
-        raise click.UsageError(f"another gemmapipe run is writing --errors {path}; give each run its own errors file") from None
+        raise click.UsageError(
+            f"another gemmapipe run is writing --errors {path}; give each run its own errors file"
+        ) from None
     if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):  # not /dev/stderr, /dev/null, a fifo
         stream.seek(0)
         stream.truncate()
@@ -178,7 +250,9 @@ def make_kind_command(kind: TaskKind) -> click.Command:
     return command
 
 
-def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Path | None, no_adapter: bool = False) -> Task:
+def resolve_task(
+    kind: TaskKind, schema: str, examples: Path | None, adapter: Path | None, no_adapter: bool = False
+) -> Task:
     registry = get_plugins().registry()
     if schema.endswith(".json") or (os.sep in schema and Path(schema).exists()):
         task = adhoc_task(kind, Path(schema))
@@ -188,12 +262,14 @@ def resolve_task(kind: TaskKind, schema: str, examples: Path | None, adapter: Pa
     if examples is not None:
         task = with_examples_file(task, examples)
     warn_of_examples_mismatch(task)
-    task.compiled  # compile now: a bad schema is a usage error before any work
+    _ = task.compiled  # compile now: a bad schema is a usage error before any work
     for note in task.compiled.unenforced:
         warn(f"the grammar does not enforce part of the schema ({note}); answers that break it become error records")
     if task.adapter is None:
-        warn(f"task {task.name!r} has no trained adapter, so the base model guesses; expect poor answers. "
-             "Train one with `gemmapipe train` (see the README).")
+        warn(
+            f"task {task.name!r} has no trained adapter, so the base model guesses; expect poor answers. "
+            "Train one with `gemmapipe train` (see the README)."
+        )
     return task
 
 
@@ -213,23 +289,29 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     from .engines import load_engine
     from .models import ModelStore
     from .pipeline import OutputFailed, RunOptions, run_task
-    from .provenance import run_provenance
     from .progress import Progress, regular_file_size
+    from .provenance import run_provenance
     from .records import LineReader, LineWriter, read_records
 
     input_stream = options["input_file"]
     if options["resume_path"] is not None and not options["envelope"]:
-        raise click.UsageError("--resume reads the keys an --envelope output holds, and this run's output must hold them too: add --envelope")
+        raise click.UsageError(
+            "--resume reads the keys an --envelope output holds, and this run's output must hold them too: add --envelope"
+        )
     errors_stream = open_errors_file(options["errors_path"], input_stream) if options["errors_path"] else sys.stderr
     store = ModelStore(obj["cache_dir"], obj["base"])
     try:
-        engine = load_engine(task.adapter, options["compute_type"], options["threads"], store=store, answers=task.model_answers)
+        engine = load_engine(
+            task.adapter, options["compute_type"], options["threads"], store=store, answers=task.model_answers
+        )
     except BaseException:
         if errors_stream is not sys.stderr:
             errors_stream.close()
         raise
     reader = LineReader(input_stream, options["max_line_bytes"])
-    records = read_records(reader, options["input_format"], options["text_field"], options["id_field"] or None, options["encoding"])
+    records = read_records(
+        reader, options["input_format"], options["text_field"], options["id_field"] or None, options["encoding"]
+    )
     provenance = run_provenance(task, store.base_description, options["compute_type"]) if options["envelope"] else None
     done_keys: frozenset[str] = frozenset()
     if options["resume_path"] is not None:
@@ -252,9 +334,18 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     handler = _cancel_handler(cancel, received)
     previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = run_task(task, lambda: engine, records, LineWriter(sys.stdout, "standard output"),
-                           LineWriter(errors_stream, f"--errors {options['errors_path']}" if options["errors_path"] else "standard error"),
-                           run_options, cancel, progress.update)
+        summary = run_task(
+            task,
+            lambda: engine,
+            records,
+            LineWriter(sys.stdout, "standard output"),
+            LineWriter(
+                errors_stream, f"--errors {options['errors_path']}" if options["errors_path"] else "standard error"
+            ),
+            run_options,
+            cancel,
+            progress.update,
+        )
     except BrokenPipeError:
         progress.close()
         _silence_stdout()
@@ -264,8 +355,11 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
         progress.close()
         engine.close()
         click.echo(f"gemmapipe: error: cannot write to {exc.stream}: {exc.reason}", err=True)
-        click.echo(f"  hint: free space (or fix the device) and resume with: tail -n +{exc.next_line} INPUT | gemmapipe ...; "
-                   f"the lines before line {exc.next_line} were written, and the output may end in a partial line", err=True)
+        click.echo(
+            f"  hint: free space (or fix the device) and resume with: tail -n +{exc.next_line} INPUT | gemmapipe ...; "
+            f"the lines before line {exc.next_line} were written, and the output may end in a partial line",
+            err=True,
+        )
         return EXIT_WRITE_FAILED
     finally:
         for number, before in previous.items():
@@ -283,16 +377,27 @@ def run_command(obj: dict[str, Any], task: Task, options: dict[str, Any]) -> int
     if summary.stopped_early == "interrupted":
         resume = f"; resume with: tail -n +{summary.next_line} INPUT | gemmapipe ..." if summary.next_line else ""
         terminated = signal.SIGTERM in received
-        click.echo(f"gemmapipe: {'stopped by SIGTERM' if terminated else 'interrupted'}; every line written is complete{resume}", err=True)
+        click.echo(
+            f"gemmapipe: {'stopped by SIGTERM' if terminated else 'interrupted'}; every line written is complete{resume}",
+            err=True,
+        )
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     if summary.stopped_early == "engine_failed":
-        click.echo("gemmapipe: error: the engine failed on every record of a window, each tried alone (engine_error "
-                   f"records); stopped before line {summary.next_line}", err=True)
-        click.echo("  hint: see the error records for the reason; `gemmapipe prepare` rebuilds the model; "
-                   f"resume with: tail -n +{summary.next_line} INPUT | gemmapipe ...", err=True)
+        click.echo(
+            "gemmapipe: error: the engine failed on every record of a window, each tried alone (engine_error "
+            f"records); stopped before line {summary.next_line}",
+            err=True,
+        )
+        click.echo(
+            "  hint: see the error records for the reason; `gemmapipe prepare` rebuilds the model; "
+            f"resume with: tail -n +{summary.next_line} INPUT | gemmapipe ...",
+            err=True,
+        )
         return EXIT_SETUP
     if summary.stopped_early == "fail_fast":
-        click.echo(f"gemmapipe: stopped at the first failed record (--fail-fast); next line: {summary.next_line}", err=True)
+        click.echo(
+            f"gemmapipe: stopped at the first failed record (--fail-fast); next line: {summary.next_line}", err=True
+        )
     return EXIT_RECORDS_FAILED if summary.failed else EXIT_OK
 
 
@@ -322,8 +427,12 @@ def write_stats(path: Path, summary: Any, engine: Any) -> None:
     import json
     import resource
 
-    stats = {**summary.to_json(), "replicas": engine.replicas, "threads": engine.threads,
-             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    stats = {
+        **summary.to_json(),
+        "replicas": engine.replicas,
+        "threads": engine.threads,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
     try:
         path.write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
     except OSError as exc:
@@ -383,8 +492,13 @@ def tasks(as_json: bool) -> None:
         return
     from .tables import print_table
 
-    print_table(["kind", "name", "schema", "adapter", "plugin", "description"],
-                [[r["kind"], r["name"], r["schema"], r["adapter"] or "none (base model)", r["plugin"], r["description"]] for r in rows])
+    print_table(
+        ["kind", "name", "schema", "adapter", "plugin", "description"],
+        [
+            [r["kind"], r["name"], r["schema"], r["adapter"] or "none (base model)", r["plugin"], r["description"]]
+            for r in rows
+        ],
+    )
 
 
 @cli.command()
@@ -407,19 +521,29 @@ def plugins(as_json: bool) -> None:
     from .tables import print_table
 
     loaded = get_plugins()
-    rows = [{"name": info.name, "package": info.package, "version": info.version, "hooks": list(info.hooks)} for info in loaded.infos()]
+    rows: list[dict[str, Any]] = [
+        {"name": info.name, "package": info.package, "version": info.version, "hooks": list(info.hooks)}
+        for info in loaded.infos()
+    ]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
     else:
-        print_table(["name", "package", "version", "hooks"],
-                    [[r["name"], r["package"] or "built in", r["version"], ", ".join(r["hooks"])] for r in rows])
+        print_table(
+            ["name", "package", "version", "hooks"],
+            [[r["name"], r["package"] or "built in", r["version"], ", ".join(r["hooks"])] for r in rows],
+        )
     for name, message in loaded.failures.items():
         click.echo(f"{name}  FAILED: {message}", err=True)
 
 
 @cli.command()
-@click.option("--task", "task_names", multiple=True, help="Also prepare the adapter of this task (repeatable); default: every task with an adapter.")
+@click.option(
+    "--task",
+    "task_names",
+    multiple=True,
+    help="Also prepare the adapter of this task (repeatable); default: every task with an adapter.",
+)
 @click.option("--compute-type", default="int8", show_default=True, help=f"One of {', '.join(COMPUTE_TYPES)}, or int4.")
 @click.option("--base-only", is_flag=True, help="Prepare only the base model.")
 @click.pass_obj
@@ -435,13 +559,20 @@ def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str,
         store = ModelStore(obj["cache_dir"], obj["base"])
         registry = get_plugins().registry()
         store.base_dir()
+
         def prepared(adapter: Any, answers: Any = None) -> Path:
-            return store.onnx_int4_dir(adapter) if compute_type == "int4" else store.ctranslate2_dir(adapter, compute_type, answers)
+            return (
+                store.onnx_int4_dir(adapter)
+                if compute_type == "int4"
+                else store.ctranslate2_dir(adapter, compute_type, answers)
+            )
 
         click.echo(f"base model: {prepared(None)}")
         if base_only:
             return
-        chosen = [registry.task(n) for n in task_names] if task_names else [t for t in registry.tasks.values() if t.adapter]
+        chosen = (
+            [registry.task(n) for n in task_names] if task_names else [t for t in registry.tasks.values() if t.adapter]
+        )
         for task in chosen:
             if task.adapter:
                 click.echo(f"task {task.name}: {prepared(task.adapter, task.model_answers)}")

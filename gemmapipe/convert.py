@@ -62,12 +62,10 @@ def gguf_to_transformers(gguf_path: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     # The model was dequantized on load; transformers still flags it as GGUF-quantized and refuses to save.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     model.save_pretrained(str(out_dir), safe_serialization=True)
     del model
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
@@ -107,7 +105,9 @@ def merge_lora(base_dir: Path, adapter_dir: Path, out_dir: Path) -> None:
 OUTPUT_IDS_FILE = "gemmapipe-output-ids.json"
 
 
-def transformers_to_ctranslate2(model_dir: Path, out_dir: Path, quantization: str, output_ids: list[int] | None = None) -> None:
+def transformers_to_ctranslate2(
+    model_dir: Path, out_dir: Path, quantization: str, output_ids: list[int] | None = None
+) -> None:
     """Convert a transformers Gemma 3 folder into a CTranslate2 model folder (``force``: ``out_dir`` may exist).
 
     With ``output_ids``, the output layer scores only those tokens. CTranslate2 reads the output layer's row ``k``

@@ -81,7 +81,8 @@ class DecodeState:
             return False  # the common case mid-answer: the model has a choice
         consumed = self.matcher.try_consume_tokens(forced) if forced else 0
         complete = consumed == len(forced) and (
-            self.matcher.is_stopped() or (self.matcher.is_accepting() and _only_stop_allowed(self.matcher, only_stop, self.stop_ids))
+            self.matcher.is_stopped()
+            or (self.matcher.is_accepting() and _only_stop_allowed(self.matcher, only_stop, self.stop_ids))
         )
         if consumed:
             self.matcher.rollback(consumed)
@@ -107,8 +108,8 @@ def _only_stop_allowed(matcher: LLMatcher, mask: np.ndarray, stop_ids: tuple[int
     return stop_allowed and not words.any()
 
 
-def decode_batch(
-    generator,  # ctranslate2.Generator  # type: ignore[no-untyped-def]
+def decode_batch(  # type: ignore[no-untyped-def]
+    generator,  # ctranslate2.Generator
     tokenizer: GemmaTokenizer,
     states: list[DecodeState],
     cancel: StopFlag | None = None,
@@ -179,7 +180,6 @@ def _free_run(generator, tokenizer, active, end_tokens, cancel, output_ids) -> N
     )
 
 
-
 def _repair(generator, tokenizer, states, output_ids) -> None:  # type: ignore[no-untyped-def]
     # One step of the full distribution per prefix. Prefixes of one call must have the same length: with
     # mixed lengths CTranslate2 spends the single step on the longer prefixes' remaining prompt tokens.
@@ -216,7 +216,9 @@ def take_best_allowed(state: DecodeState, logits: np.ndarray, mask: np.ndarray, 
     logits = logits[:, :vocab]
     finite = logits[0][np.isfinite(logits[0])]
     top = float(finite.max()) if finite.size else 0.0
-    log_total = top + float(np.log(np.exp(finite - top).sum())) if finite.size else 0.0  # before the mask: the model's own view
+    log_total = (
+        top + float(np.log(np.exp(finite - top).sum())) if finite.size else 0.0
+    )  # before the mask: the model's own view
     apply_token_bitmask_inplace(logits, mask)
     best = int(np.argmax(logits[0]))
     if not np.isfinite(logits[0, best]) or not state.accept(best, float(logits[0, best]) - log_total):

@@ -84,28 +84,43 @@ class Generation:
         return self.error is None
 
 
-def length_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int, spread: int,
-                   max_tokens: int | None = None, answer_tokens: int = 0) -> list[list[int]]:
+def length_batches(
+    lengths: Sequence[int],
+    indices: Sequence[int],
+    batch_size: int,
+    spread: int,
+    max_tokens: int | None = None,
+    answer_tokens: int = 0,
+) -> list[list[int]]:
     """``indices`` in batches of at most ``batch_size``, shortest prompts first, lengths within ``spread`` per batch,
     and (if ``max_tokens`` is given) at most ``max_tokens`` tokens per batch, counting each record as the batch's
     longest prompt plus ``answer_tokens`` (a longer record still runs, alone)."""
     batches: list[list[int]] = []
     for index in sorted(indices, key=lambda i: lengths[i]):
-        if (batches and len(batches[-1]) < max(1, batch_size) and lengths[index] - lengths[batches[-1][0]] <= spread
-                and (max_tokens is None or (len(batches[-1]) + 1) * (lengths[index] + answer_tokens) <= max_tokens)):
+        if (
+            batches
+            and len(batches[-1]) < max(1, batch_size)
+            and lengths[index] - lengths[batches[-1][0]] <= spread
+            and (max_tokens is None or (len(batches[-1]) + 1) * (lengths[index] + answer_tokens) <= max_tokens)
+        ):
             batches[-1].append(index)
         else:
             batches.append([index])
     return batches
 
 
-def finish_generation(tokenizer: GemmaTokenizer, state: DecodeState, schema: CompiledSchema, batch_size: int,
-                      scored: bool = True) -> Generation:
+def finish_generation(
+    tokenizer: GemmaTokenizer, state: DecodeState, schema: CompiledSchema, batch_size: int, scored: bool = True
+) -> Generation:
     """The :class:`Generation` of a decoded record: its value, or why there is none (any decoder's states).
     ``scored``: the decoder recorded each chosen token's log-probability, so the fields get a confidence."""
     text = tokenizer.decode(state.accepted)
-    counts = {"prompt_tokens": len(state.prompt_ids), "output_tokens": len(state.accepted), "repairs": state.repairs,
-              "batch_size": batch_size}
+    counts: dict[str, Any] = {
+        "prompt_tokens": len(state.prompt_ids),
+        "output_tokens": len(state.accepted),
+        "repairs": state.repairs,
+        "batch_size": batch_size,
+    }
     if state.truncated:
         return Generation(
             None,
@@ -122,7 +137,9 @@ def finish_generation(tokenizer: GemmaTokenizer, state: DecodeState, schema: Com
         return Generation(None, text, f"the answer is not valid JSON: {exc}", "schema_violation", **counts)
     problems = schema.errors(value)
     if problems:
-        return Generation(None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts)
+        return Generation(
+            None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts
+        )
     confidence = None
     if scored and isinstance(value, dict) and len(state.logprobs) == len(state.accepted):
         confidence = field_confidence(text, state.accepted, state.logprobs, tokenizer.decode)
@@ -155,7 +172,9 @@ class _AnyEvent:
         return any(e.is_set() for e in self._events)
 
 
-def encode_within_limit(tokenizer: GemmaTokenizer, prompt: Prompt, max_input_tokens: int) -> tuple[list[int], Generation | None]:
+def encode_within_limit(
+    tokenizer: GemmaTokenizer, prompt: Prompt, max_input_tokens: int
+) -> tuple[list[int], Generation | None]:
     """A prompt's token ids, or (``[]`` or the ids, and) the ``input_too_long`` answer of a prompt over the limit.
 
     A prompt sure to be too long is not tokenized at all: a window of 1 MiB lines would take gigabytes of ids for
@@ -164,11 +183,18 @@ def encode_within_limit(tokenizer: GemmaTokenizer, prompt: Prompt, max_input_tok
     chars = sum(len(piece) for piece in prompt if isinstance(piece, str))
     least = chars // tokenizer.longest_token if chars > max_input_tokens else 0
     if least > max_input_tokens:
-        return [], Generation(None, "", f"the input is at least {least:,} tokens long; the limit is {max_input_tokens}", "input_too_long")
+        return [], Generation(
+            None, "", f"the input is at least {least:,} tokens long; the limit is {max_input_tokens}", "input_too_long"
+        )
     ids = tokenizer.encode_prompt(prompt)
     if len(ids) > max_input_tokens:
-        return ids, Generation(None, "", f"the input is {len(ids)} tokens long; the limit is {max_input_tokens}", "input_too_long",
-                               prompt_tokens=len(ids))
+        return ids, Generation(
+            None,
+            "",
+            f"the input is {len(ids)} tokens long; the limit is {max_input_tokens}",
+            "input_too_long",
+            prompt_tokens=len(ids),
+        )
     return ids, None
 
 
@@ -278,7 +304,9 @@ class Engine:
         Raises :class:`gemmapipe.decoding.Cancelled` when ``cancel`` is set.
         """
         if schema.copied and (sources is None or len(sources) != len(prompts)):
-            raise ValueError(f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt")
+            raise ValueError(
+                f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt"
+            )
         results: list[Generation | None] = [None] * len(prompts)
         encoded: list[list[int]] = []
         runnable = []
@@ -290,7 +318,7 @@ class Engine:
             else:
                 runnable.append(index)
         if "guidance" not in self.tokenizer.__dict__:
-            self.tokenizer.guidance  # built on first use
+            _ = self.tokenizer.guidance  # built on first use
             release_free_memory()
         guidance = self.tokenizer.guidance
         lengths = [len(ids) for ids in encoded]
@@ -301,8 +329,12 @@ class Engine:
 
         def run(batch: list[int]) -> list[Generation]:
             states = [
-                DecodeState(encoded[i], LLMatcher(guidance, schema.grammar_for(sources[i] if sources else None), log_level=0),
-                            max_new_tokens, self.tokenizer.stop_ids)
+                DecodeState(
+                    encoded[i],
+                    LLMatcher(guidance, schema.grammar_for(sources[i] if sources else None), log_level=0),
+                    max_new_tokens,
+                    self.tokenizer.stop_ids,
+                )
                 for i in batch
             ]
             with self._slots:

@@ -14,8 +14,13 @@ from .models import ModelStore
 INT4 = "int4"
 
 
-def load_engine(adapter: str | os.PathLike[str] | None = None, compute_type: str = "int8", threads: int | None = None,
-                store: ModelStore | None = None, answers: Sequence[str] | None = None) -> Any:
+def load_engine(
+    adapter: str | os.PathLike[str] | None = None,
+    compute_type: str = "int8",
+    threads: int | None = None,
+    store: ModelStore | None = None,
+    answers: Sequence[str] | None = None,
+) -> Any:
     """The engine for ``compute_type``, loaded (and prepared on first use) with ``adapter`` merged in."""
     if compute_type == INT4:
         from .ort_engine import OrtEngine

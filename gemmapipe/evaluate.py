@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
-from difflib import SequenceMatcher
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Any
 
 from .engine import Engine, Generation
@@ -125,8 +125,14 @@ def is_run_of(value: str, text: str, ignore_case: bool = False) -> bool:
     return "\0" + "\0".join(copy_pieces(value)) + "\0" in "\0" + "\0".join(copy_pieces(text)) + "\0"
 
 
-def score(task: str, expected: list[dict[str, Any]], generations: list[Generation], ignore_case: bool = False,
-          seconds: float = 0.0, sources: list[str] | None = None) -> EvalReport:
+def score(
+    task: str,
+    expected: list[dict[str, Any]],
+    generations: list[Generation],
+    ignore_case: bool = False,
+    seconds: float = 0.0,
+    sources: list[str] | None = None,
+) -> EvalReport:
     """Score answers against expected values, for any schema shape; an error result gives no value for any field.
 
     Fields are the expected and answered objects' keys, nested objects flattened to ``a.b``. A value that is null,
@@ -145,7 +151,7 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
     fields: list[str] = []
     held: Counter[str] = Counter()
     hits: Counter[str] = Counter()
-    close: Counter[str] = Counter()
+    close: dict[str, float] = defaultdict(float)
     counts: dict[str, Counter[str]] = {}
     whole = 0
     errors: Counter[str] = Counter()
@@ -167,11 +173,19 @@ def score(task: str, expected: list[dict[str, Any]], generations: list[Generatio
             same = got.ok and _same(gold[f], answer.get(f), ignore_case)
             exact[f] = same
             hits[f] += same
-            close[f] += (1.0 if same else similarity(_or_empty(answer.get(f)), _or_empty(gold[f]), ignore_case)) if got.ok else 0.0
+            close[f] += (
+                (1.0 if same else similarity(_or_empty(answer.get(f)), _or_empty(gold[f]), ignore_case))
+                if got.ok
+                else 0.0
+            )
         invented = [f for f in answer if f not in gold and _has_value(answer[f])]
         whole += got.ok and all(exact.values()) and not invented
-        prediction: dict[str, Any] = {"expected": want, "output": got.value if got.ok else None, "exact": exact,
-                                      "confidence": got.confidence}
+        prediction: dict[str, Any] = {
+            "expected": want,
+            "output": got.value if got.ok else None,
+            "exact": exact,
+            "confidence": got.confidence,
+        }
         if not got.ok:
             prediction.update(error_type=got.error_type, error=got.error)
         predictions.append(prediction)
@@ -248,15 +262,32 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def evaluate(task: Task, engine: Engine, data: list[tuple[str, dict[str, Any]]], batch_size: int = 16, ignore_case: bool = False,
-             on_progress: Callable[[int], None] | None = None) -> EvalReport:
+def evaluate(
+    task: Task,
+    engine: Engine,
+    data: list[tuple[str, dict[str, Any]]],
+    batch_size: int = 16,
+    ignore_case: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> EvalReport:
     """Run ``task`` over ``data`` and score it (``field_in_text`` for extraction tasks only).
 
     ``on_progress`` gets the number of records answered so far, after each batch."""
     start = time.perf_counter()
     sources = [task.source(text) for text, _ in data]
-    generations = engine.generate([task.prompt(text) for text, _ in data], task.compiled,
-                                  max_new_tokens=task.max_new_tokens or 256, batch_size=batch_size, sources=sources,
-                                  on_progress=on_progress)
-    return score(task.name, [want for _, want in data], generations, ignore_case, time.perf_counter() - start,
-                 sources if task.kind == "extract" else None)
+    generations = engine.generate(
+        [task.prompt(text) for text, _ in data],
+        task.compiled,
+        max_new_tokens=task.max_new_tokens or 256,
+        batch_size=batch_size,
+        sources=sources,
+        on_progress=on_progress,
+    )
+    return score(
+        task.name,
+        [want for _, want in data],
+        generations,
+        ignore_case,
+        time.perf_counter() - start,
+        sources if task.kind == "extract" else None,
+    )

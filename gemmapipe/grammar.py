@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from jsonschema import Draft202012Validator
@@ -23,8 +23,11 @@ from llguidance import LLMatcher, regex_to_lark
 
 from .errors import SchemaError
 
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 #: Compact JSON: the one text the grammar allows for a value, so the model never wastes tokens on layout.
-COMPILE_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+COMPILE_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 
 #: Schema keyword of a string property whose value must be copied from the input text.
 COPY_KEYWORD = "x-copy-from-input"
@@ -32,7 +35,17 @@ COPY_KEYWORD = "x-copy-from-input"
 #: (A ``pattern`` and the lengths are checked on the value as JSON writes it: the same text unless it holds ``"``,
 #: ``\`` or control characters, each of which JSON writes as two or more. So the grammar's maxLength is never looser
 #: than the schema's; the validator still checks the value itself, so a difference there gives an error result.)
-_COPY_ALLOWED = {"type", "title", "description", "examples", "$comment", "pattern", "minLength", "maxLength", COPY_KEYWORD}
+_COPY_ALLOWED = {
+    "type",
+    "title",
+    "description",
+    "examples",
+    "$comment",
+    "pattern",
+    "minLength",
+    "maxLength",
+    COPY_KEYWORD,
+}
 #: A copied value neither starts nor ends with a space (whitespace of the text is read as one space).
 _NO_EDGE_SPACE = "(?:[^ ](?:.*[^ ])?)?"
 #: What a copied value is built of: runs of letters, runs of digits, single other characters, whitespace runs.
@@ -50,7 +63,7 @@ class CompiledSchema:
     schema: dict[str, Any]
     grammar: str
     unenforced: tuple[str, ...] = ()
-    validator: Draft202012Validator = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    validator: Draft202012Validator = field(repr=False, compare=False, default=None)
     #: properties marked ``x-copy-from-input``; when there are any, decode with :meth:`grammar_for`
     copied: tuple[str, ...] = ()
     _copy_lark: str = field(repr=False, compare=False, default="")
@@ -62,7 +75,9 @@ class CompiledSchema:
             return self.grammar
         if source is None:
             raise ValueError(f"properties {', '.join(self.copied)} are copied from the input: give the input text")
-        return LLMatcher.grammar_from_lark(self._copy_lark + json.dumps({"substring_chunks": copy_pieces(source)}, ensure_ascii=False))
+        return LLMatcher.grammar_from_lark(
+            self._copy_lark + json.dumps({"substring_chunks": copy_pieces(source)}, ensure_ascii=False)
+        )
 
     def errors(self, value: Any) -> list[str]:
         """Messages for every way ``value`` breaks the schema (empty when it is valid)."""
@@ -77,11 +92,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
 def compile_schema(schema: dict[str, Any]) -> CompiledSchema:
     """Check ``schema`` (draft 2020-12) and compile it; raise :class:`SchemaError` with a hint when impossible."""
     if not isinstance(schema, dict):
-        raise SchemaError("a JSON Schema must be a JSON object", "wrap it as {\"type\": ..., ...}")
+        raise SchemaError("a JSON Schema must be a JSON object", 'wrap it as {"type": ..., ...}')
     try:
         Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise SchemaError(f"invalid JSON Schema: {_describe(exc)}", "fix the schema; see https://json-schema.org") from exc
+        raise SchemaError(
+            f"invalid JSON Schema: {_describe(exc)}", "fix the schema; see https://json-schema.org"
+        ) from exc
     strict = LLMatcher.grammar_from_json_schema(schema, defaults=COMPILE_OPTIONS)
     failed, messages = LLMatcher.validate_grammar_with_warnings(strict)
     unenforced: list[str] = []
@@ -100,13 +117,21 @@ def compile_schema(schema: dict[str, Any]) -> CompiledSchema:
         unenforced = [_strip(m) for m in messages]
     validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     copied = _copied_properties(schema)
-    compiled = CompiledSchema(schema=schema, grammar=grammar, unenforced=tuple(unenforced), validator=validator,
-                              copied=copied, _copy_lark=_copy_lark(schema, copied) if copied else "")
+    compiled = CompiledSchema(
+        schema=schema,
+        grammar=grammar,
+        unenforced=tuple(unenforced),
+        validator=validator,
+        copied=copied,
+        _copy_lark=_copy_lark(schema, copied) if copied else "",
+    )
     if copied:
         failed, messages = LLMatcher.validate_grammar_with_warnings(compiled.grammar_for(""))
         if failed:  # a property's own schema that llguidance cannot inline
-            raise SchemaError(f"this schema cannot be turned into a decoding grammar: {messages[0]}",
-                              f"simplify the schema, or drop {COPY_KEYWORD}")
+            raise SchemaError(
+                f"this schema cannot be turned into a decoding grammar: {messages[0]}",
+                f"simplify the schema, or drop {COPY_KEYWORD}",
+            )
     return compiled
 
 
@@ -132,17 +157,25 @@ def _copied_properties(schema: dict[str, Any]) -> tuple[str, ...]:
     copied = tuple(name for name, sub in props.items() if isinstance(sub, dict) and sub.get(COPY_KEYWORD) is True)
     if not copied:
         return ()
-    if schema.get("type") != "object" or schema.get("additionalProperties") is not False or set(schema.get("required", [])) != set(props):
-        raise SchemaError(f"{COPY_KEYWORD} needs a top-level object whose properties are all required and no others allowed",
-                          f"make every property required and set additionalProperties to false, or drop {COPY_KEYWORD}")
+    if (
+        schema.get("type") != "object"
+        or schema.get("additionalProperties") is not False
+        or set(schema.get("required", [])) != set(props)
+    ):
+        raise SchemaError(
+            f"{COPY_KEYWORD} needs a top-level object whose properties are all required and no others allowed",
+            f"make every property required and set additionalProperties to false, or drop {COPY_KEYWORD}",
+        )
     for name in copied:
         sub = props[name]
         extra = sorted(set(sub) - _COPY_ALLOWED)
         if string_kind(sub) is None or extra:
-            raise SchemaError(f"property {name!r} is copied from the input, so it must be a plain string (or null)"
-                              + (f" (it has {', '.join(extra)})" if extra else ""),
-                              f'give it only "type": "string" (or ["string", "null"]), a description, and a pattern, minLength or '
-                              f'maxLength if needed; or drop {COPY_KEYWORD}')
+            raise SchemaError(
+                f"property {name!r} is copied from the input, so it must be a plain string (or null)"
+                + (f" (it has {', '.join(extra)})" if extra else ""),
+                f'give it only "type": "string" (or ["string", "null"]), a description, and a pattern, minLength or '
+                f"maxLength if needed; or drop {COPY_KEYWORD}",
+            )
     return copied
 
 
@@ -167,7 +200,9 @@ def _copy_lark(schema: dict[str, Any], copied: tuple[str, ...]) -> str:
             # the regex intersection; past its budget a record can still end in a grammar error)
             intersection = " & ".join(["SOURCE", *(f"/{regex}/" for regex in _copy_constraints(sub))])
             rules.append(f'COPIED_{index}: "\\"" ({intersection}) "\\""')
-            members.append(f'{key} (COPIED_{index} | "null")' if string_kind(sub) == "nullable" else f"{key} COPIED_{index}")
+            members.append(
+                f'{key} (COPIED_{index} | "null")' if string_kind(sub) == "nullable" else f"{key} COPIED_{index}"
+            )
         else:
             members.append(f"{key} value_{index}")
             inline = {**sub, "x-guidance": COMPILE_OPTIONS, **({"$defs": schema["$defs"]} if "$defs" in schema else {})}
@@ -197,7 +232,7 @@ def _whole_match(pattern: str) -> str:
         start = body.startswith("^")
         trailing_backslashes = len(body[:-1]) - len(body[:-1].rstrip("\\"))
         end = body.endswith("$") and trailing_backslashes % 2 == 0 and len(body) > int(start)
-        body = body[int(start):len(body) - int(end)]
+        body = body[int(start) : len(body) - int(end)]
         alternatives.append(("" if start else ".*") + f"(?:{body})" + ("" if end else ".*"))
     return "|".join(alternatives)
 

@@ -62,8 +62,9 @@ def _skip(text: str, position: int) -> int:
     return position
 
 
-def field_confidence(text: str, ids: Sequence[int], logprobs: Sequence[float | None],
-                     decode: Callable[[list[int]], str]) -> dict[str, float]:
+def field_confidence(
+    text: str, ids: Sequence[int], logprobs: Sequence[float | None], decode: Callable[[list[int]], str]
+) -> dict[str, float]:
     """Each top-level field's confidence (see the module docstring) from the answer's ``text``, its token ``ids`` and
     each token's log-probability (None for a token the grammar forced)."""
     ends = token_ends(ids, decode)

@@ -41,7 +41,9 @@ def require_int4() -> None:
     try:
         import onnxruntime_genai  # noqa: F401
     except ImportError as exc:
-        raise ComputeTypeError("compute type 'int4' needs ONNX Runtime GenAI, which is not installed", INT4_EXTRA_HINT) from exc
+        raise ComputeTypeError(
+            "compute type 'int4' needs ONNX Runtime GenAI, which is not installed", INT4_EXTRA_HINT
+        ) from exc
 
 
 def check_compute_type(compute_type: str) -> str:
@@ -163,8 +165,9 @@ class ModelStore:
         convert.gguf_to_transformers(gguf, out)
         gguf.unlink()
 
-    def ctranslate2_dir(self, adapter: Path | None = None, compute_type: str = "int8",
-                        answers: Sequence[str] | None = None) -> Path:
+    def ctranslate2_dir(
+        self, adapter: Path | None = None, compute_type: str = "int8", answers: Sequence[str] | None = None
+    ) -> Path:
         """The CTranslate2 folder for the base (+ adapter) at ``compute_type``, converted on first use.
 
         With ``answers`` (every answer a task can give, see :func:`gemmapipe.vocabulary.fixed_answers`), its output
@@ -237,21 +240,30 @@ class ModelStore:
                 try:
                     convert.merge_lora(base, adapter, merged)
                 except RuntimeError as exc:
-                    raise SetupError(f"adapter {adapter} does not fit the base model: {str(exc).splitlines()[0]}",
-                                     "use an adapter trained on this base model (`gemmapipe train`)") from exc
+                    raise SetupError(
+                        f"adapter {adapter} does not fit the base model: {str(exc).splitlines()[0]}",
+                        "use an adapter trained on this base model (`gemmapipe train`)",
+                    ) from exc
                 source = merged
             else:
                 self.notify("converting the base model to int4 ONNX (first use only)")
             work = Path(tempfile.mkdtemp(prefix=f"{out.name}.build-", dir=out.parent))
             try:
-                done = subprocess.run([sys.executable, "-m", "gemmapipe.ort_builder", "-i", str(source), "-o", str(out), "-c", str(work)],
-                                      capture_output=True, text=True)
+                done = subprocess.run(
+                    [sys.executable, "-m", "gemmapipe.ort_builder", "-i", str(source), "-o", str(out), "-c", str(work)],
+                    capture_output=True,
+                    text=True,
+                )
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             if done.returncode != 0:
-                raise SetupError(f"the int4 conversion failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}",
-                                 "report it with the output of `python -m gemmapipe.ort_builder -i MODEL -o OUT`")
-            shutil.copy(base / "tokenizer.json", out / "tokenizer.json")  # gemmapipe's tokenizer, as the int8 models have
+                raise SetupError(
+                    f"the int4 conversion failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}",
+                    "report it with the output of `python -m gemmapipe.ort_builder -i MODEL -o OUT`",
+                )
+            shutil.copy(
+                base / "tokenizer.json", out / "tokenizer.json"
+            )  # gemmapipe's tokenizer, as the int8 models have
         finally:
             if merged is not None:
                 shutil.rmtree(merged, ignore_errors=True)
@@ -270,7 +282,9 @@ class ModelStore:
                 "or train an adapter on this one with `gemmapipe train`",
             )
 
-    def _build_ctranslate2(self, out: Path, adapter: Path | None, quantization: str, answers: Sequence[str] | None) -> None:
+    def _build_ctranslate2(
+        self, out: Path, adapter: Path | None, quantization: str, answers: Sequence[str] | None
+    ) -> None:
         from . import convert
 
         base = self.base_dir()
@@ -295,8 +309,10 @@ class ModelStore:
             try:
                 convert.merge_lora(base, adapter, merged)
             except RuntimeError as exc:  # torch's size-mismatch report: the adapter was made for another model
-                raise SetupError(f"adapter {adapter} does not fit the base model: {str(exc).splitlines()[0]}",
-                                 "use an adapter trained on this base model (`gemmapipe train`)") from exc
+                raise SetupError(
+                    f"adapter {adapter} does not fit the base model: {str(exc).splitlines()[0]}",
+                    "use an adapter trained on this base model (`gemmapipe train`)",
+                ) from exc
             convert.transformers_to_ctranslate2(merged, out, quantization, output_ids)
         finally:
             shutil.rmtree(merged, ignore_errors=True)

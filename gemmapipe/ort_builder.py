@@ -32,9 +32,12 @@ def _patch_config_loading() -> None:
         full = nested.get("full_attention", nested)
         local = nested.get("sliding_attention", nested)
         theta = full.get("rope_theta", 1_000_000.0)
-        for name, value in (("rope_local_base_freq", local.get("rope_theta", 10_000.0)), ("rope_theta", theta),
-                            ("rope_parameters", {**nested, "rope_type": "default", "rope_theta": theta}),
-                            ("sliding_window", GEMMA3_SLIDING_WINDOW)):
+        for name, value in (
+            ("rope_local_base_freq", local.get("rope_theta", 10_000.0)),
+            ("rope_theta", theta),
+            ("rope_parameters", {**nested, "rope_type": "default", "rope_theta": theta}),
+            ("sliding_window", GEMMA3_SLIDING_WINDOW),
+        ):
             object.__setattr__(text, name, value)
         return result
 
@@ -43,7 +46,16 @@ def _patch_config_loading() -> None:
 
 def main(argv: list[str]) -> None:
     _patch_config_loading()
-    sys.argv = ["onnxruntime_genai.models.builder", *argv, "-p", "int4", "-e", "cpu", "--extra_options", f"algo_config={ALGORITHM}"]
+    sys.argv = [
+        "onnxruntime_genai.models.builder",
+        *argv,
+        "-p",
+        "int4",
+        "-e",
+        "cpu",
+        "--extra_options",
+        f"algo_config={ALGORITHM}",
+    ]
     runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__")
 
 

@@ -50,15 +50,23 @@ class OrtEngine:
         try:
             self.model = og.Model(config)
         except Exception as exc:  # noqa: BLE001 -- ONNX Runtime raises plain RuntimeErrors
-            raise SetupError(f"cannot load the int4 model in {model_dir}: {exc}",
-                             "delete that cache folder and run `gemmapipe prepare --compute-type int4` again") from exc
+            raise SetupError(
+                f"cannot load the int4 model in {model_dir}: {exc}",
+                "delete that cache folder and run `gemmapipe prepare --compute-type int4` again",
+            ) from exc
         self._og = og
         self.tokenizer = GemmaTokenizer(model_dir / "tokenizer.json")
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, adapter: str | os.PathLike[str] | None = None, threads: int | None = None, store: ModelStore | None = None,
-             cache_dir: str | os.PathLike[str] | None = None, base: BaseSource | None = None) -> OrtEngine:
+    def load(
+        cls,
+        adapter: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        store: ModelStore | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        base: BaseSource | None = None,
+    ) -> OrtEngine:
         """Prepare (first use only) and load the int4 model of the base, merged with ``adapter`` if one is given."""
         store = store or ModelStore(cache_dir, base)
         return cls(store.onnx_int4_dir(Path(adapter) if adapter else None), threads)
@@ -77,7 +85,9 @@ class OrtEngine:
         """Answer every prompt under ``schema``, in order (``batch_size`` is accepted for the engines' common
         signature; records decode one at a time). Raises :class:`gemmapipe.decoding.Cancelled` when ``cancel`` is set."""
         if schema.copied and (sources is None or len(sources) != len(prompts)):
-            raise ValueError(f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt")
+            raise ValueError(
+                f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt"
+            )
         guidance = self.tokenizer.guidance
         results = []
         for index, prompt in enumerate(prompts):
@@ -99,7 +109,9 @@ class OrtEngine:
     def _decode(self, state: DecodeState, cancel: threading.Event | None) -> None:
         og = self._og
         params = og.GeneratorParams(self.model)
-        params.set_search_options(max_length=max(len(state.prompt_ids) + state.limit + 2, MIN_CACHE_TOKENS), do_sample=False)
+        params.set_search_options(
+            max_length=max(len(state.prompt_ids) + state.limit + 2, MIN_CACHE_TOKENS), do_sample=False
+        )
         generator = og.Generator(self.model, params)
         generator.append_tokens(np.array(state.prompt_ids, dtype=np.int32))
         vocab = self.tokenizer.guidance.vocab_size
@@ -125,7 +137,7 @@ class OrtEngine:
                 generator.append_tokens(np.array([best], dtype=np.int32))
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
 
     def __enter__(self) -> OrtEngine:
         return self

@@ -88,12 +88,19 @@ class RunSummary:
     def to_json(self) -> dict[str, object]:
         """The counters as a JSON object (``--stats FILE``)."""
         return {
-            "records": self.total, "ok": self.ok, "failed": self.failed, "skipped": self.skipped, "errors": dict(self.errors_by_type),
+            "records": self.total,
+            "ok": self.ok,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "errors": dict(self.errors_by_type),
             "seconds": round(self.seconds, 3),
             "records_per_second": round(self.total / self.seconds, 3) if self.seconds > 0 else None,
-            "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens, "repairs": self.repairs,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "repairs": self.repairs,
             "mean_batch_size": round(self.batch_members / self.decoded, 2) if self.decoded else None,
-            "stopped_early": self.stopped_early or None, "next_line": self.next_line,
+            "stopped_early": self.stopped_early or None,
+            "next_line": self.next_line,
         }
 
 
@@ -134,8 +141,11 @@ def run_task(
                 break
             if not window:
                 break
-            keys = ({r.line: record_key(r.text, options.provenance) for r in window if isinstance(r, InputRecord)}
-                    if options.provenance is not None else {})
+            keys = (
+                {r.line: record_key(r.text, options.provenance) for r in window if isinstance(r, InputRecord)}
+                if options.provenance is not None
+                else {}
+            )
             done = {line for line, key in keys.items() if key in options.done_keys}
             good = [r for r in window if isinstance(r, InputRecord) and r.line not in done]
             generations: dict[int, Generation] = {}
@@ -159,11 +169,19 @@ def run_task(
                     if item.line in done:
                         summary.skipped += 1
                         continue
-                    error = item if isinstance(item, RecordError) else error_record(item, generations[item.line], options.min_confidence)
+                    error = (
+                        item
+                        if isinstance(item, RecordError)
+                        else error_record(item, generations[item.line], options.min_confidence)
+                    )
                     if error is None:
                         assert isinstance(item, InputRecord)
                         generation = generations[item.line]
-                        out.write(result_line(item, generation, options, keys.get(item.line), task.source(item.text, item.fields)))
+                        out.write(
+                            result_line(
+                                item, generation, options, keys.get(item.line), task.source(item.text, item.fields)
+                            )
+                        )
                         summary.ok += 1
                     else:
                         errors.write(error.to_json())
@@ -182,7 +200,9 @@ def run_task(
                 on_window(summary)
             failed_alone = [g for g in generations.values() if g.error_type == ENGINE_ERROR]
             if len(failed_alone) >= ENGINE_FAILURE_STREAK and len(failed_alone) == len(generations):
-                summary.stopped_early = "engine_failed"  # every record of the window failed on its own: the engine is broken
+                summary.stopped_early = (
+                    "engine_failed"  # every record of the window failed on its own: the engine is broken
+                )
                 summary.next_line = window[-1].line + 1
     finally:
         summary.seconds = time.monotonic() - started
@@ -190,7 +210,9 @@ def run_task(
     return summary
 
 
-def answer_records(task: Task, engine: Engine, records: list[InputRecord], options: RunOptions, cancel: threading.Event) -> dict[int, Generation]:
+def answer_records(
+    task: Task, engine: Engine, records: list[InputRecord], options: RunOptions, cancel: threading.Event
+) -> dict[int, Generation]:
     """Each record's generation, by line. When generating the batch raises (a tokenizer that refuses a text, a
     plugin's prompt that fails on a record, memory), each record is tried alone: the one that fails becomes an
     ``engine_error`` record with the reason, and the others are answered."""
@@ -220,19 +242,31 @@ def answer_records(task: Task, engine: Engine, records: list[InputRecord], optio
             raise
         except Exception as exc:  # noqa: BLE001 -- becomes this record's error record
             reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-            generations[record.line] = Generation(None, "", f"the engine failed on this record ({excerpt(reason)})", ENGINE_ERROR)
+            generations[record.line] = Generation(
+                None, "", f"the engine failed on this record ({excerpt(reason)})", ENGINE_ERROR
+            )
     return generations
 
 
-def error_record(record: InputRecord, generation: Generation, min_confidence: float | None = None) -> RecordError | None:
+def error_record(
+    record: InputRecord, generation: Generation, min_confidence: float | None = None
+) -> RecordError | None:
     """The error record of ``record``, or None when its answer stands (valid, and no field below ``min_confidence``)."""
     if generation.ok:
-        weak = {f: c for f, c in (generation.confidence or {}).items() if min_confidence is not None and c < min_confidence}
+        weak = {
+            f: c for f, c in (generation.confidence or {}).items() if min_confidence is not None and c < min_confidence
+        }
         if not weak:
             return None
         named = ", ".join(f"{f} {c:.2f}" for f, c in weak.items())
-        return RecordError(record.line, "low_confidence", f"the answer's confidence is below --min-confidence {min_confidence}: {named}",
-                           excerpt(record.text), record.id, {"output": generation.value, "confidence": generation.confidence})
+        return RecordError(
+            record.line,
+            "low_confidence",
+            f"the answer's confidence is below --min-confidence {min_confidence}: {named}",
+            excerpt(record.text),
+            record.id,
+            {"output": generation.value, "confidence": generation.confidence},
+        )
     assert generation.error_type is not None and generation.error is not None
     details = {"output": excerpt(generation.text)} if generation.text else {}
     return RecordError(record.line, generation.error_type, generation.error, excerpt(record.text), record.id, details)
@@ -242,12 +276,19 @@ def result_line(record: InputRecord, generation: Generation, options: RunOptions
     """The output line of an answered record: the bare result, or its envelope (offsets found in ``source``, the text
     copied values come from; ``key`` its content key)."""
     if options.output == "envelope":
-        value = {"line": record.line, "id": record.id, "result": generation.value, "confidence": generation.confidence,
-                 "offsets": value_offsets(generation.value, source)}
+        value = {
+            "line": record.line,
+            "id": record.id,
+            "result": generation.value,
+            "confidence": generation.confidence,
+            "offsets": value_offsets(generation.value, source),
+        }
         if options.provenance is not None:
             value.update(key=key, provenance=options.provenance)
         line = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        return line if not has_surrogates(line) else json.dumps(value, separators=(",", ":"))  # an id with a lone surrogate
+        return (
+            line if not has_surrogates(line) else json.dumps(value, separators=(",", ":"))
+        )  # an id with a lone surrogate
     return generation.text  # the exact validated text: compact JSON in the schema's key order
 
 

@@ -92,7 +92,9 @@ class Plugins:
         if self._registry is None:
             registry = Registry(failures=self.failures)
             self._call("register_task_kinds", lambda plugin: lambda kind: registry.add_kind(_owned(kind, plugin)))
-            self._call("register_tasks", lambda plugin: lambda task: registry.add_task(_checked(task, plugin, registry)))
+            self._call(
+                "register_tasks", lambda plugin: lambda task: registry.add_task(_checked(task, plugin, registry))
+            )
             for name in registry.conflicts:
                 error = registry.conflict_error(name)
                 warn(f"{error.message}; it is unavailable ({error.hint})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO
+from typing import IO, Any
 
 from .pipeline import RunSummary
 from .records import LineReader
@@ -22,7 +22,7 @@ class Progress:
             return
         from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-        columns = [TextColumn("{task.fields[records]} records"), TextColumn("{task.fields[rate]} records/s")]
+        columns: list[Any] = [TextColumn("{task.fields[records]} records"), TextColumn("{task.fields[rate]} records/s")]
         if total_bytes:
             columns += [BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn()]
         self._progress = _stderr_progress(columns)
@@ -51,8 +51,15 @@ class CountProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
         self._start = time.perf_counter()
-        self._progress = _stderr_progress([MofNCompleteColumn(), TextColumn("records"), BarColumn(),
-                                           TextColumn("{task.fields[rate]} records/s"), TimeRemainingColumn()])
+        self._progress = _stderr_progress(
+            [
+                MofNCompleteColumn(),
+                TextColumn("records"),
+                BarColumn(),
+                TextColumn("{task.fields[rate]} records/s"),
+                TimeRemainingColumn(),
+            ]
+        )
         self._task = self._progress.add_task("eval", total=total, rate="-")
         self._progress.start()
 
@@ -68,13 +75,14 @@ class CountProgress:
             self._progress = None
 
 
-def _stderr_progress(columns: list[object]):  # type: ignore[no-untyped-def]
+def _stderr_progress(columns: list[Any]):  # type: ignore[no-untyped-def]
     """A transient rich progress display on stderr that never redirects stdout: results must reach stdout."""
     from rich.console import Console
     from rich.progress import Progress as RichProgress
 
-    return RichProgress(*columns, console=Console(file=sys.stderr), transient=True, redirect_stdout=False,
-                        redirect_stderr=False)
+    return RichProgress(
+        *columns, console=Console(file=sys.stderr), transient=True, redirect_stdout=False, redirect_stderr=False
+    )
 
 
 def regular_file_size(stream: IO[bytes]) -> int | None:

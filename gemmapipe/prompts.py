@@ -8,7 +8,7 @@ user's turn early. Training and inference build prompts with the same functions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ BOS = Special("<bos>")
 START_OF_TURN = Special("<start_of_turn>")
 END_OF_TURN = Special("<end_of_turn>")
 
-Piece = Union[str, Special]
+Piece = str | Special
 Prompt = list[Piece]
 
 #: Version of the layout below; adapters record it and the engine refuses a mismatch.

@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .cache import hash_files
 from .adapter import adapter_files
+from .cache import hash_files
 from .tasks import Task
 
 
 def schema_hash(schema: dict[str, Any]) -> str:
     """SHA-256 of the schema's canonical JSON (sorted keys, no spaces)."""
-    return hashlib.sha256(json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def run_provenance(task: Task, base: dict[str, object], compute_type: str) -> dict[str, Any]:

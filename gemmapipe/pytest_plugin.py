@@ -37,7 +37,9 @@ def gemmapipe_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def gemmapipe_env(gemmapipe_tiny_model: Path, gemmapipe_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def gemmapipe_env(
+    gemmapipe_tiny_model: Path, gemmapipe_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
     from .plugins import reset_plugins
 
     monkeypatch.setenv("GEMMAPIPE_BASE_MODEL", str(gemmapipe_tiny_model))
@@ -70,9 +72,15 @@ def gemmapipe_check_task(gemmapipe_env: dict[str, str]) -> Callable[[str, list[s
         task = get_plugins().registry().task(task_name)
         store = ModelStore()
         adapter = _usable_adapter(task.adapter, store)
-        with Engine.load(adapter, compute_type="int8", store=store, answers=task.model_answers if adapter else None) as engine:
-            results = engine.generate([task.prompt(t) for t in texts], task.compiled, max_new_tokens=task.max_new_tokens or 256,
-                                      sources=[task.source(t) for t in texts])
+        with Engine.load(
+            adapter, compute_type="int8", store=store, answers=task.model_answers if adapter else None
+        ) as engine:
+            results = engine.generate(
+                [task.prompt(t) for t in texts],
+                task.compiled,
+                max_new_tokens=task.max_new_tokens or 256,
+                sources=[task.source(t) for t in texts],
+            )
         for result in results:
             assert result.error_type in (None, "output_truncated"), result.error
             if result.ok:

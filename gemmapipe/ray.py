@@ -60,11 +60,25 @@ def require_ray():  # type: ignore[no-untyped-def]
 class TaskPredictor:
     """A ``Dataset.map_batches`` callable class: one task, loaded once per actor (see the module docstring)."""
 
-    def __init__(self, schema: str, kind: str = "extract", adapter: str | None = None, no_adapter: bool = False,
-                 compute_type: str = "int8", threads: int = 1, batch_size: int = 16, max_new_tokens: int | None = None,
-                 max_input_tokens: int = 4096, text_field: str = "text", id_field: str = "id", input_format: str = "auto",
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, cache_dir: str | None = None, base_model: str | None = None,
-                 min_confidence: float | None = None) -> None:
+    def __init__(
+        self,
+        schema: str,
+        kind: str = "extract",
+        adapter: str | None = None,
+        no_adapter: bool = False,
+        compute_type: str = "int8",
+        threads: int = 1,
+        batch_size: int = 16,
+        max_new_tokens: int | None = None,
+        max_input_tokens: int = 4096,
+        text_field: str = "text",
+        id_field: str = "id",
+        input_format: str = "auto",
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        cache_dir: str | None = None,
+        base_model: str | None = None,
+        min_confidence: float | None = None,
+    ) -> None:
         from .cli import resolve_task
         from .engines import load_engine
         from .models import BaseSource, ModelStore
@@ -75,11 +89,23 @@ class TaskPredictor:
             raise TaskNotFound(f"unknown kind {kind!r}", f"choose one of: {', '.join(kinds)}")
         self.task = resolve_task(kinds[kind], schema, None, Path(adapter) if adapter else None, no_adapter)
         store = ModelStore(cache_dir, BaseSource.from_env(Path(base_model) if base_model else None))
-        self.engine = load_engine(self.task.adapter, compute_type, threads, store=store, answers=self.task.model_answers)
+        self.engine = load_engine(
+            self.task.adapter, compute_type, threads, store=store, answers=self.task.model_answers
+        )
         self.provenance = run_provenance(self.task, store.base_description, compute_type)
-        self.options = RunOptions(batch_size=batch_size, max_new_tokens=max_new_tokens or self.task.max_new_tokens or 256,
-                                  max_input_tokens=max_input_tokens, min_confidence=min_confidence, provenance=self.provenance)
-        self.text_field, self.id_field, self.input_format, self.max_line_bytes = text_field, id_field, input_format, max_line_bytes
+        self.options = RunOptions(
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens or self.task.max_new_tokens or 256,
+            max_input_tokens=max_input_tokens,
+            min_confidence=min_confidence,
+            provenance=self.provenance,
+        )
+        self.text_field, self.id_field, self.input_format, self.max_line_bytes = (
+            text_field,
+            id_field,
+            input_format,
+            max_line_bytes,
+        )
 
     def _records(self, batch: dict[str, np.ndarray], rows: int) -> list[InputRecord | RecordError]:
         lines = batch["line"] if "line" in batch else np.arange(1, rows + 1)
@@ -87,8 +113,17 @@ class TaskPredictor:
             records = []
             for raw, line in zip(batch["raw"], lines):
                 data = bytes(raw) if raw is not None else b""
-                parsed = next(iter(read_records(LineReader(io.BytesIO(data), self.max_line_bytes), self.input_format,  # type: ignore[arg-type]
-                                                self.text_field, self.id_field)), None)
+                parsed = next(
+                    iter(
+                        read_records(
+                            LineReader(io.BytesIO(data), self.max_line_bytes),
+                            self.input_format,  # type: ignore[arg-type]
+                            self.text_field,
+                            self.id_field,
+                        )
+                    ),
+                    None,
+                )
                 if parsed is None:  # an empty row: the pipe's empty line
                     parsed = RecordError(int(line), "empty_line", "the line is empty or only whitespace", "")
                 parsed.line = int(line)
@@ -100,9 +135,15 @@ class TaskPredictor:
         for text, line, record_id in zip(texts, lines, ids):
             record_id = record_id.item() if isinstance(record_id, np.generic) else record_id
             if not isinstance(text, str) or not text.strip():
-                records.append(RecordError(int(line), "empty_text" if isinstance(text, str) else "missing_text_field",
-                                           f"the {self.text_field!r} column is {'empty' if isinstance(text, str) else 'not a string'}",
-                                           "" if text is None else str(text)[:200], record_id))
+                records.append(
+                    RecordError(
+                        int(line),
+                        "empty_text" if isinstance(text, str) else "missing_text_field",
+                        f"the {self.text_field!r} column is {'empty' if isinstance(text, str) else 'not a string'}",
+                        "" if text is None else str(text)[:200],
+                        record_id,
+                    )
+                )
             else:
                 records.append(InputRecord(int(line), text, None, record_id))
         return records
@@ -114,7 +155,9 @@ class TaskPredictor:
         positions = {id(r): i for i, r in enumerate(records)}
         good = [r for r in records if isinstance(r, InputRecord)]
         renumbered = [InputRecord(i, r.text, r.fields, r.id) for i, r in ((positions[id(r)], r) for r in good)]
-        generations = answer_records(self.task, self.engine, renumbered, self.options, threading.Event()) if renumbered else {}
+        generations = (
+            answer_records(self.task, self.engine, renumbered, self.options, threading.Event()) if renumbered else {}
+        )
         out: dict[str, list[Any]] = {name: [] for name in OUTPUT_COLUMNS}
         for position, record in enumerate(records):
             result = error = confidence = key = None
@@ -138,7 +181,10 @@ class TaskPredictor:
             for name in PROVENANCE_COLUMNS:
                 out[name].append(self.provenance[name])
         passed = {name: values for name, values in batch.items() if name != "raw" and name not in out}
-        return {**passed, **{name: np.array(values, dtype=object if name != "ok" else bool) for name, values in out.items()}}
+        return {
+            **passed,
+            **{name: np.array(values, dtype=object if name != "ok" else bool) for name, values in out.items()},
+        }
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)
@@ -156,8 +202,10 @@ def read_lines(paths: Sequence[str | Path]):  # type: ignore[no-untyped-def]
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()  # the final newline ends the last line; it starts none
-        return [{"path": row["path"], "line": number, "raw": line[:-1] if line.endswith(b"\r") else line}
-                for number, line in enumerate(lines, 1)]
+        return [
+            {"path": row["path"], "line": number, "raw": line[:-1] if line.endswith(b"\r") else line}
+            for number, line in enumerate(lines, 1)
+        ]
 
     return ray.data.read_binary_files([str(p) for p in paths], include_paths=True).flat_map(split)
 
@@ -168,7 +216,12 @@ def to_pipe_lines(row: dict[str, Any], envelope: bool = False) -> tuple[str | No
         return None, row["error"]
     if not envelope:
         return row["result"], None
-    value = {"line": int(row["line"]) if row.get("line") is not None else None, "id": json.loads(row["record_id"]),
-             "result": json.loads(row["result"]), "confidence": json.loads(row["confidence"]) if row.get("confidence") else None,
-             "key": row["key"], "provenance": {name: row[name] for name in PROVENANCE_COLUMNS}}
+    value = {
+        "line": int(row["line"]) if row.get("line") is not None else None,
+        "id": json.loads(row["record_id"]),
+        "result": json.loads(row["result"]),
+        "confidence": json.loads(row["confidence"]) if row.get("confidence") else None,
+        "key": row["key"],
+        "provenance": {name: row[name] for name in PROVENANCE_COLUMNS},
+    }
     return json_line(value), None

@@ -153,10 +153,17 @@ def _json_record(number: int, line: str, text_field: str, id_field: str | None) 
     except json.JSONDecodeError as exc:
         return RecordError(number, "invalid_json", f"invalid JSON: {exc.msg} at column {exc.colno}", excerpt(line))
     except ValueError as exc:  # an integer of more than 4,300 digits (Python's limit on int parsing)
-        return RecordError(number, "invalid_json", f"the JSON line cannot be read: {exc}".split(";")[0], excerpt(line),
-                           details={"hint": "write such numbers as strings"})
+        return RecordError(
+            number,
+            "invalid_json",
+            f"the JSON line cannot be read: {exc}".split(";")[0],
+            excerpt(line),
+            details={"hint": "write such numbers as strings"},
+        )
     except RecursionError:
-        return RecordError(number, "invalid_json", "the JSON line nests arrays or objects too deeply to read", excerpt(line))
+        return RecordError(
+            number, "invalid_json", "the JSON line nests arrays or objects too deeply to read", excerpt(line)
+        )
     if not isinstance(value, dict):
         return RecordError(
             number, "not_an_object", f"the JSON line is a {type(value).__name__}, not an object", excerpt(line)
@@ -180,9 +187,15 @@ def _json_record(number: int, line: str, text_field: str, id_field: str | None) 
     if not text.strip():
         return RecordError(number, "empty_text", f"the {text_field!r} field is empty", excerpt(line), record_id)
     if has_surrogates(text):
-        return RecordError(number, "invalid_text", f"the {text_field!r} field holds a lone UTF-16 surrogate (a \\ud800-\\udfff "
-                           "escape without its pair), which is not text", excerpt(line), record_id,
-                           details={"hint": "fix the program that wrote the line: it split a character in two"})
+        return RecordError(
+            number,
+            "invalid_text",
+            f"the {text_field!r} field holds a lone UTF-16 surrogate (a \\ud800-\\udfff "
+            "escape without its pair), which is not text",
+            excerpt(line),
+            record_id,
+            details={"hint": "fix the program that wrote the line: it split a character in two"},
+        )
     return InputRecord(number, text, value, record_id)
 
 

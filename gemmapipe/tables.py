@@ -11,8 +11,9 @@ from typing import IO
 import click
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str | None = None,
-                stream: IO[str] | None = None) -> None:
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], title: str | None = None, stream: IO[str] | None = None
+) -> None:
     """``rows`` under ``headers``: boxed on a terminal; else one tab-separated line per row, no header and no title,
     a value's own tabs and line breaks turned into spaces, None as an empty field."""
     stream = stream or sys.stdout

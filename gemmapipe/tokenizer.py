@@ -20,7 +20,23 @@ EOS_NAME = "<eos>"
 #: training, so answers were garbled while every file looked fine. A tokenizer of this vocabulary must split alike.
 GEMMA3_VOCAB_SIZE = 262144
 SPLIT_PROBE = "Total: 39.80 at KUALA LUMPUR, hello world"
-SPLIT_PROBE_IDS = [9640, 236787, 236743, 236800, 236819, 236761, 236828, 236771, 657, 751, 200471, 226448, 236764, 29104, 1902]
+SPLIT_PROBE_IDS = [
+    9640,
+    236787,
+    236743,
+    236800,
+    236819,
+    236761,
+    236828,
+    236771,
+    657,
+    751,
+    200471,
+    226448,
+    236764,
+    29104,
+    1902,
+]
 
 
 class GemmaTokenizer:
@@ -29,14 +45,16 @@ class GemmaTokenizer:
     def __init__(self, tokenizer_json: Path) -> None:
         self.path = tokenizer_json
         self.hf = Tokenizer.from_file(str(tokenizer_json))
-        missing = [n for n in ("<bos>", EOS_NAME, END_OF_TURN.name, "<start_of_turn>") if self.hf.token_to_id(n) is None]
+        missing = [
+            n for n in ("<bos>", EOS_NAME, END_OF_TURN.name, "<start_of_turn>") if self.hf.token_to_id(n) is None
+        ]
         if missing:
             raise SetupError(
                 f"the tokenizer {tokenizer_json} lacks the special tokens {', '.join(missing)}",
                 "use a Gemma 3 tokenizer (the model's own tokenizer.json)",
             )
-        self.eos_id: int = self.hf.token_to_id(EOS_NAME)
-        self.end_of_turn_id: int = self.hf.token_to_id(END_OF_TURN.name)
+        self.eos_id: int = self._id(EOS_NAME)
+        self.end_of_turn_id: int = self._id(END_OF_TURN.name)
         #: generation stops at either token; the grammar ends the answer with ``<end_of_turn>``
         self.stop_ids: tuple[int, int] = (self.end_of_turn_id, self.eos_id)
         self._added_special = {i: t.content for i, t in self.hf.get_added_tokens_decoder().items() if t.special}
@@ -69,7 +87,9 @@ class GemmaTokenizer:
             tokens = token_bytes(self.hf)
             if tokens is not None:
                 _save_quietly(tokens, saved)  # a model prepared before the file existed: next runs read it
-        source = self.path.read_text(encoding="utf-8") if tokens is None else TokenizerWrapper(_Vocabulary(self, tokens))
+        source = (
+            self.path.read_text(encoding="utf-8") if tokens is None else TokenizerWrapper(_Vocabulary(self, tokens))
+        )
         return LLTokenizer(source, eos_token=list(self.stop_ids), slices=[])
 
     def special_id(self, special: Special) -> int:
@@ -110,7 +130,16 @@ class GemmaTokenizer:
 
     def tokens(self, ids: list[int]) -> list[str]:
         """Token strings, as CTranslate2 wants them."""
-        return [self.hf.id_to_token(i) for i in ids]
+        tokens = [self.hf.id_to_token(i) for i in ids]
+        if None in tokens:
+            raise ValueError(f"token ids outside the vocabulary: {[i for i, t in zip(ids, tokens) if t is None][:5]}")
+        return tokens  # type: ignore[return-value]
+
+    def _id(self, name: str) -> int:
+        """The id of a token the constructor checked is there."""
+        found = self.hf.token_to_id(name)
+        assert found is not None
+        return found
 
 
 class _Vocabulary:
@@ -122,8 +151,11 @@ class _Vocabulary:
         self.bos_token_id = tokenizer.hf.token_to_id("<bos>")
         # as llguidance's own parse of tokenizer.json has them: the special added tokens, and the added ones
         # written like a tag (Gemma's <table>, <h1>, ... are not "special" to tokenizers, but are to llguidance)
-        self.special_token_ids = sorted(i for i, t in tokenizer.hf.get_added_tokens_decoder().items()
-                                        if t.special or (t.content.startswith("<") and t.content.endswith(">")))
+        self.special_token_ids = sorted(
+            i
+            for i, t in tokenizer.hf.get_added_tokens_decoder().items()
+            if t.special or (t.content.startswith("<") and t.content.endswith(">"))
+        )
         self._encode = tokenizer.encode_text
 
     def __call__(self, text: str) -> list[int]:

@@ -54,8 +54,14 @@ class _GrammarMask:
         return scores
 
 
-def decode(model, tokenizer: GemmaTokenizer, task: Task, texts: Sequence[str], max_new_tokens: int,  # type: ignore[no-untyped-def]
-           batch_size: int = 16) -> list[Generation]:
+def decode(  # type: ignore[no-untyped-def]
+    model,
+    tokenizer: GemmaTokenizer,
+    task: Task,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[Generation]:
     """Answer ``texts`` for ``task`` with ``model`` (a transformers causal LM, LoRA or not), greedily under the task's
     grammar; in the order of ``texts``. The model is put in eval mode for the call and back in train mode after."""
     import torch
@@ -74,9 +80,15 @@ def decode(model, tokenizer: GemmaTokenizer, task: Task, texts: Sequence[str], m
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
             prompts = [tokenizer.encode_prompt(task.prompt(text)) for text in chunk]
-            states = [DecodeState(ids, LLMatcher(guidance, task.compiled.grammar_for(task.source(text)), log_level=0),
-                                  max_new_tokens, tokenizer.stop_ids)
-                      for ids, text in zip(prompts, chunk)]
+            states = [
+                DecodeState(
+                    ids,
+                    LLMatcher(guidance, task.compiled.grammar_for(task.source(text)), log_level=0),
+                    max_new_tokens,
+                    tokenizer.stop_ids,
+                )
+                for ids, text in zip(prompts, chunk)
+            ]
             longest = max(len(ids) for ids in prompts)
             ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
             mask = torch.zeros((len(prompts), longest), dtype=torch.long)
@@ -85,9 +97,15 @@ def decode(model, tokenizer: GemmaTokenizer, task: Task, texts: Sequence[str], m
                 mask[row, longest - len(prompt) :] = 1
             processor = _GrammarMask(states, pad_id, guidance.vocab_size)
             with torch.no_grad():
-                output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens + 1,
-                                        do_sample=False, logits_processor=[processor], eos_token_id=list(tokenizer.stop_ids),
-                                        pad_token_id=pad_id)
+                output = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens + 1,
+                    do_sample=False,
+                    logits_processor=[processor],
+                    eos_token_id=list(tokenizer.stop_ids),
+                    pad_token_id=pad_id,
+                )
             for row, state in enumerate(states):  # the last step's tokens, which no later call of the processor saw
                 if not state.done:
                     token = int(output[row, -1])
@@ -95,7 +113,9 @@ def decode(model, tokenizer: GemmaTokenizer, task: Task, texts: Sequence[str], m
                         state.grammar_error = state.matcher.get_error() or "the grammar rejected the model's token"
                     if not state.done and not state.grammar_error:
                         state.done = state.truncated = True
-            results.extend(finish_generation(tokenizer, state, task.compiled, len(states), scored=False) for state in states)
+            results.extend(
+                finish_generation(tokenizer, state, task.compiled, len(states), scored=False) for state in states
+            )
     finally:
         hook.remove()
         if was_training:

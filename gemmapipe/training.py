@@ -29,20 +29,31 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .augment import swap_values
-from .grammar import canonical_json
-from .memory import large_blocks_mapped, release_free_memory
 from .adapter import METADATA_FILE as METADATA
 from .adapter import adapter_files, read_metadata
+from .augment import swap_values
 from .cache import hash_files
 from .convert import quiet_transformers
 from .errors import SchemaError, UsageError
+from .grammar import canonical_json
+from .memory import large_blocks_mapped, release_free_memory
 from .models import BASE_MODEL_ID, ModelStore
 from .prompts import PROMPT_FORMAT
 from .tasks import Task, invalid_answers
 from .tokenizer import GemmaTokenizer
-from .training_plan import (DEV_DECODE_RECORDS, MAX_EXTENSIONS, advice, copy_advice, copy_rates, dev_metric, eval_interval,
-                            extension_steps, learning_rate_in, plan_steps, still_rising)
+from .training_plan import (
+    DEV_DECODE_RECORDS,
+    MAX_EXTENSIONS,
+    advice,
+    copy_advice,
+    copy_rates,
+    dev_metric,
+    eval_interval,
+    extension_steps,
+    learning_rate_in,
+    plan_steps,
+    still_rising,
+)
 
 TRIM_EVERY = 10  # steps between returns of freed heap memory to the OS (see memory.py)
 
@@ -50,7 +61,9 @@ TRIM_EVERY = 10  # steps between returns of freed heap memory to the OS (see mem
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: float | None = None  # None: from the data's size (training_plan.plan_steps)
-    learning_rate: float = 8e-4  # the peak, after warm-up; cosine decay to a tenth of it (training_plan.learning_rate_at)
+    learning_rate: float = (
+        8e-4  # the peak, after warm-up; cosine decay to a tenth of it (training_plan.learning_rate_at)
+    )
     batch_size: int = 8
     rank: int = 16
     alpha: int = 32
@@ -114,14 +127,21 @@ def build_example(task: Task, tokenizer: GemmaTokenizer, text: str, expected: An
     return Example(prompt, answer) if len(prompt) + len(answer) <= max_tokens else None
 
 
-def build_examples(task: Task, tokenizer: GemmaTokenizer, data: list[tuple[str, dict[str, Any]]], max_tokens: int) -> list[Example]:
+def build_examples(
+    task: Task, tokenizer: GemmaTokenizer, data: list[tuple[str, dict[str, Any]]], max_tokens: int
+) -> list[Example]:
     """The examples of the records of ``data`` that fit in ``max_tokens`` (see :func:`build_example`)."""
     examples = (build_example(task, tokenizer, text, expected, max_tokens) for text, expected in data)
     return [example for example in examples if example is not None]
 
 
-def swapped_examples(task: Task, tokenizer: GemmaTokenizer, data: list[tuple[str, dict[str, Any]]],
-                     swapped: list[tuple[str, dict[str, Any]]], max_tokens: int) -> list[Example]:
+def swapped_examples(
+    task: Task,
+    tokenizer: GemmaTokenizer,
+    data: list[tuple[str, dict[str, Any]]],
+    swapped: list[tuple[str, dict[str, Any]]],
+    max_tokens: int,
+) -> list[Example]:
     """An epoch's examples from ``swapped`` (:func:`gemmapipe.augment.swap_values` of ``data``, record for record).
 
     A record that its swapped values make longer than ``max_tokens`` is trained on with its own values instead, so
@@ -273,8 +293,9 @@ def _summed_loss(model, batch: list[Example], pad_id: int, device: str):  # type
             cols.append(len(e.prompt) - shared + k - 1)
             targets.append(token)
     ids, mask = ids.to(device), mask.to(device)
-    hidden = base.model(input_ids=ids, attention_mask=mask, use_cache=cache is not None,
-                        **{_cache_argument(base.model): cache}).last_hidden_state
+    hidden = base.model(
+        input_ids=ids, attention_mask=mask, use_cache=cache is not None, **{_cache_argument(base.model): cache}
+    ).last_hidden_state
     picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
     targets_t = torch.tensor(targets, device=device)
     softcap = getattr(base.config, "final_logit_softcapping", None)
@@ -333,10 +354,13 @@ def train(
     rank and target modules ``config`` must then carry) instead of a fresh LoRA initialisation.
     """
     if dev_data is not None and config.dev_fraction:  # before the base model is prepared, which can take minutes
-        raise UsageError("both a dev fraction and a dev data file were given", "give one of them: --dev-fraction or --dev-data")
+        raise UsageError(
+            "both a dev fraction and a dev data file were given", "give one of them: --dev-fraction or --dev-data"
+        )
     if config.swap_values and task.kind != "extract":
-        raise UsageError(f"value swapping is for extract tasks; {task.name!r} is a {task.kind} task",
-                             "leave out --swap-values")
+        raise UsageError(
+            f"value swapping is for extract tasks; {task.name!r} is a {task.kind} task", "leave out --swap-values"
+        )
     check_answers(task, data, "training")  # before the base model is prepared
     if dev_data is not None:
         check_answers(task, dev_data, "dev")
@@ -353,8 +377,10 @@ def train(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = training_precision(config.precision, device)
     if precision == "bf16" and not native_bf16(device):
-        store.notify("this CPU has no native bfloat16 (AVX-512 BF16 or AMX): bf16 training will be very slow; "
-                     "leave out --precision bf16 to train in float32")
+        store.notify(
+            "this CPU has no native bfloat16 (AVX-512 BF16 or AMX): bf16 training will be very slow; "
+            "leave out --precision bf16 to train in float32"
+        )
     elif precision == "float32" and config.precision == "auto":
         store.notify("this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so training runs in float32")
     torch.manual_seed(config.seed)
@@ -362,34 +388,54 @@ def train(
     tokenizer = GemmaTokenizer(base_dir / "tokenizer.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     dev_sha256 = data_hash(dev_data) if dev_data is not None else None
-    train_data, dev_data = (data, dev_data) if dev_data is not None else split_dev(data, config.dev_fraction, config.seed)
+    train_data, dev_data = (
+        (data, dev_data) if dev_data is not None else split_dev(data, config.dev_fraction, config.seed)
+    )
     train_set = build_examples(task, tokenizer, train_data, config.max_tokens)
     dev_set = build_examples(task, tokenizer, dev_data, config.max_tokens)
     if not train_set:
         raise UsageError("no training example fits", "check the data file, or raise --max-tokens")
     left_out = {"train": len(train_data) - len(train_set), "dev": len(dev_data) - len(dev_set)}
     if any(left_out.values()):
-        store.notify(f"{left_out['train']} of {len(train_data)} training records and {left_out['dev']} of {len(dev_data)} dev "
-                     f"records are longer than --max-tokens {config.max_tokens} (prompt and answer) and are left out; "
-                     "raise --max-tokens to train on them")
-    fingerprint = {"data": data_hash(data), "config": asdict(config), "task": task.name, "instruction": task.instruction,
-                   "schema": task.schema, "base": store.base_description}
+        store.notify(
+            f"{left_out['train']} of {len(train_data)} training records and {left_out['dev']} of {len(dev_data)} dev "
+            f"records are longer than --max-tokens {config.max_tokens} (prompt and answer) and are left out; "
+            "raise --max-tokens to train on them"
+        )
+    fingerprint: dict[str, Any] = {
+        "data": data_hash(data),
+        "config": asdict(config),
+        "task": task.name,
+        "instruction": task.instruction,
+        "schema": task.schema,
+        "base": store.base_description,
+    }
     if dev_sha256 is not None:
         fingerprint["dev_data"] = dev_sha256
-    previous = (_previous_run(init_adapter, store, fingerprint["data"], dev_sha256, config, dev_data)
-                if init_adapter is not None else None)
+    previous = (
+        _previous_run(init_adapter, store, fingerprint["data"], dev_sha256, config, dev_data)
+        if init_adapter is not None
+        else None
+    )
     if previous is not None:
         fingerprint["init_adapter"] = previous["sha256"]
     epoch_offset = previous["epochs_done"] if previous is not None else 0
 
     # Under bf16 autocast every product reads its weights in bfloat16 anyway: a bfloat16 copy of the frozen base is
     # 0.54 GB instead of 1.07 (the LoRA weights and the optimiser stay float32; peft makes them so).
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.bfloat16 if precision == "bf16" else torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(base_dir), dtype=torch.bfloat16 if precision == "bf16" else torch.float32
+    ).to(device)  # type: ignore[arg-type]
     checkpoint = out_dir / "checkpoint"
     best_dir = out_dir / "best"
     state = _load_state(checkpoint, fingerprint)
     if state is None:  # another run's checkpoint (other data or settings), or none: start over, keeping nothing of it
-        for stale in (checkpoint, best_dir, checkpoint.with_name(checkpoint.name + ".tmp"), checkpoint.with_name(checkpoint.name + ".old")):
+        for stale in (
+            checkpoint,
+            best_dir,
+            checkpoint.with_name(checkpoint.name + ".tmp"),
+            checkpoint.with_name(checkpoint.name + ".old"),
+        ):
             shutil.rmtree(stale, ignore_errors=True)
     if state is not None:
         model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
@@ -400,7 +446,9 @@ def train(
                 parameter.data = parameter.data.float()
         state = _fresh_state()
     else:
-        lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules))
+        lora = LoraConfig(
+            r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules)
+        )
         model = get_peft_model(model, lora)
         state = _fresh_state()
     # An exported adapter names its base google/gemma-3-270m; saving a checkpoint with that name would make PEFT ask
@@ -418,8 +466,10 @@ def train(
     extensions: list[list[int]] = state.setdefault("extensions", [])  # [first step, steps] of each
     total = planned + sum(length for _, length in extensions)
     if config.epochs is None and not config.max_steps and state["step"] == 0:
-        store.notify(f"{len(train_set)} training records, {len(dev_set)} dev records: {planned} steps, more while dev figures rise "
-                     f"({planned_epochs:.1f} epochs; --epochs sets it), dev checks every {eval_every} steps")
+        store.notify(
+            f"{len(train_set)} training records, {len(dev_set)} dev records: {planned} steps, more while dev figures rise "
+            f"({planned_epochs:.1f} epochs; --epochs sets it), dev checks every {eval_every} steps"
+        )
     # the dev records whose answers are decoded at each check (as the engine would: greedy, under the grammar)
     dev_decoded = dev_data[:DEV_DECODE_RECORDS] if dev_set else []
     answer_limit = min(task.max_new_tokens or 256, max(len(e.answer) for e in train_set + dev_set) + 16)
@@ -436,15 +486,22 @@ def train(
             extensions.append([step, extension_steps(planned)])
             total += extensions[-1][1]
             last = state["dev"][-1]
-            store.notify(f"dev {last['metric']} still rising at step {step} ({last['value']:.1%}): {extensions[-1][1]} more steps "
-                         f"(extension {len(extensions)} of at most {MAX_EXTENSIONS})")
+            store.notify(
+                f"dev {last['metric']} still rising at step {step} ({last['value']:.1%}): {extensions[-1][1]} more steps "
+                f"(extension {len(extensions)} of at most {MAX_EXTENSIONS})"
+            )
         epoch, position = divmod(step, steps_per_epoch)
         if position == 0 or not epoch_batches:
             epoch_set = train_set
             if config.swap_values:  # a fresh draw each epoch, the same one when a run resumes
                 swap_rng = random.Random(f"swap-values-{config.seed}-{epoch_offset + epoch}")
-                epoch_set = swapped_examples(task, tokenizer, train_data,
-                                             swap_values(train_data, task.schema, swap_rng, config.swap_values), config.max_tokens)
+                epoch_set = swapped_examples(
+                    task,
+                    tokenizer,
+                    train_data,
+                    swap_values(train_data, task.schema, swap_rng, config.swap_values),
+                    config.max_tokens,
+                )
             epoch_batches = _batches(epoch_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
         loss = _backward(model, epoch_batches[position % len(epoch_batches)], pad_id, device, autocast)
         lr = learning_rate_in(step, planned, [tuple(e) for e in extensions], config.learning_rate)
@@ -460,8 +517,9 @@ def train(
             release_free_memory()
         stop_early = False
         if dev_set and (step % eval_every == 0 or step == total):
-            check = _dev_check(model, task, tokenizer, dev_set, dev_decoded, answer_limit, pad_id, device, config.batch_size,
-                               precision)
+            check = _dev_check(
+                model, task, tokenizer, dev_set, dev_decoded, answer_limit, pad_id, device, config.batch_size, precision
+            )
             release_free_memory()  # the check's decoding leaves ~1 GB of freed heap that the next steps would stack on
             check["step"] = step
             state["dev"].append(check)
@@ -488,8 +546,16 @@ def train(
     best = state["best"]
     rates = copy_rates(task.schema, train_data) if task.kind == "extract" else {}
     final_loss = state["history"][-1] if state["history"] else None
-    notes = advice(state["dev"], best["step"] if best else None, state["bad_evals"] >= config.patience, config.patience,
-                   final_loss, best["errors"] if best else 0, planned, extensions) + copy_advice(task.schema, rates)
+    notes = advice(
+        state["dev"],
+        best["step"] if best else None,
+        state["bad_evals"] >= config.patience,
+        config.patience,
+        final_loss,
+        best["errors"] if best else 0,
+        planned,
+        extensions,
+    ) + copy_advice(task.schema, rates)
     metadata = {
         "task": task.name,
         "kind": task.kind,
@@ -500,7 +566,8 @@ def train(
         "base": store.base_description,
         "data_sha256": fingerprint["data"],
         "dev_data_sha256": dev_sha256,  # None: the dev set is dev_fraction of the data
-        "dev_record_sha256": record_hashes(dev_data),  # lets a run that continues this adapter see its dev set was held out
+        # lets a run that continues this adapter see its dev set was held out
+        "dev_record_sha256": record_hashes(dev_data),
         "train_examples": len(train_set),
         "dev_examples": len(dev_set),
         "left_out_records": left_out,  # longer than max_tokens
@@ -509,17 +576,21 @@ def train(
         "complete": step >= total or bool(state.get("bad_evals", 0) >= config.patience),
         "planned_steps": planned,
         "extension_steps": [length for _, length in extensions],  # steps added while the dev metric still rose
-        "metrics": {"final_train_loss": final_loss,
-                    "best_dev_loss": best["loss"] if best else None,
-                    "best_step": best["step"] if best else None,
-                    "dev_metric": best["metric"] if best else None,  # field F1, accuracy or similarity
-                    "best_dev_metric": best["value"] if best else None,
-                    "dev_decoded_records": len(dev_decoded),
-                    "dev_curve": state["dev"]},  # one {step, loss, metric, value, exact, errors} per dev check
+        "metrics": {
+            "final_train_loss": final_loss,
+            "best_dev_loss": best["loss"] if best else None,
+            "best_step": best["step"] if best else None,
+            "dev_metric": best["metric"] if best else None,  # field F1, accuracy or similarity
+            "best_dev_metric": best["value"] if best else None,
+            "dev_decoded_records": len(dev_decoded),
+            "dev_curve": state["dev"],
+        },  # one {step, loss, metric, value, exact, errors} per dev check
         "copy_rates": rates,  # extract tasks: per string field, how often its training labels are runs of the text
         "advice": notes,
         "train_seconds": round(state.get("train_seconds", 0.0), 3),  # over every run that resumed this one
-        "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 3) if step else None,
+        "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 3)
+        if step
+        else None,
         "device": device,
         "precision": precision,
         "epochs_total": epoch_offset + step / steps_per_epoch,  # of this data, including the runs it continues
@@ -536,9 +607,18 @@ def _fresh_state() -> dict[str, Any]:
     return {"step": 0, "best": None, "bad_evals": 0, "history": [], "dev": []}
 
 
-def _dev_check(model, task: Task, tokenizer: GemmaTokenizer, dev_set: list[Example],  # type: ignore[no-untyped-def]
-               decoded: list[tuple[str, Any]], answer_limit: int, pad_id: int, device: str, batch_size: int,
-               precision: str) -> dict[str, Any]:
+def _dev_check(  # type: ignore[no-untyped-def]
+    model,
+    task: Task,
+    tokenizer: GemmaTokenizer,
+    dev_set: list[Example],
+    decoded: list[tuple[str, Any]],
+    answer_limit: int,
+    pad_id: int,
+    device: str,
+    batch_size: int,
+    precision: str,
+) -> dict[str, Any]:
     """One dev check: the loss over every dev example, and the dev metric of the answers decoded for ``decoded``
     (:func:`gemmapipe.training_plan.dev_metric`)."""
     import torch
@@ -553,20 +633,30 @@ def _dev_check(model, task: Task, tokenizer: GemmaTokenizer, dev_set: list[Examp
         answers = decode(model, tokenizer, task, [text for text, _ in decoded], answer_limit, batch_size=16)
     report = score(task.name, [want for _, want in decoded], answers)
     metric = dev_metric(task.kind, report)
-    return {"loss": loss, "metric": metric.name, "value": metric.value, "exact": report.record_exact_match,
-            "errors": report.records - report.valid}
+    return {
+        "loss": loss,
+        "metric": metric.name,
+        "value": metric.value,
+        "exact": report.record_exact_match,
+        "errors": report.records - report.valid,
+    }
 
 
 def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
     """Rank, alpha and target modules of a PEFT adapter folder (what a run that continues it must use)."""
     path = adapter_dir / "adapter_config.json"
     if not path.is_file():
-        raise UsageError(f"{adapter_dir} is not an adapter folder (no adapter_config.json)",
-                             "point --init-adapter at a folder written by `gemmapipe train` (or another PEFT LoRA adapter)")
+        raise UsageError(
+            f"{adapter_dir} is not an adapter folder (no adapter_config.json)",
+            "point --init-adapter at a folder written by `gemmapipe train` (or another PEFT LoRA adapter)",
+        )
     settings = json.loads(path.read_text(encoding="utf-8"))
     modules = settings.get("target_modules") or []
-    return {"rank": int(settings["r"]), "alpha": int(settings.get("lora_alpha", 2 * int(settings["r"]))),
-            "target_modules": tuple(sorted(modules) if isinstance(modules, (list, set)) else [modules])}
+    return {
+        "rank": int(settings["r"]),
+        "alpha": int(settings.get("lora_alpha", 2 * int(settings["r"]))),
+        "target_modules": tuple(sorted(modules) if isinstance(modules, (list, set)) else [modules]),
+    }
 
 
 def record_hashes(data: list[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -574,8 +664,14 @@ def record_hashes(data: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return sorted(data_hash([record])[:16] for record in data)
 
 
-def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, dev_sha256: str | None, config: TrainConfig,
-                  dev_data: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def _previous_run(
+    adapter: Path,
+    store: ModelStore,
+    data_sha256: str,
+    dev_sha256: str | None,
+    config: TrainConfig,
+    dev_data: list[tuple[str, dict[str, Any]]],
+) -> dict[str, Any]:
     """What the adapter a run continues already went through, and how many epochs of this data that was.
 
     Notices when this run's dev set may hold records the adapter trained on: unless it continues on the same data
@@ -583,21 +679,31 @@ def _previous_run(adapter: Path, store: ModelStore, data_sha256: str, dev_sha256
     store.check_adapter_base(adapter)
     settings = adapter_settings(adapter)
     if settings["rank"] != config.rank or set(settings["target_modules"]) != set(config.target_modules):
-        raise UsageError(f"adapter {adapter} has rank {settings['rank']} on {', '.join(settings['target_modules'])}; "
-                             f"this run asks for rank {config.rank} on {', '.join(config.target_modules)}",
-                             "leave out --rank when continuing an adapter (its own is used)")
+        raise UsageError(
+            f"adapter {adapter} has rank {settings['rank']} on {', '.join(settings['target_modules'])}; "
+            f"this run asks for rank {config.rank} on {', '.join(config.target_modules)}",
+            "leave out --rank when continuing an adapter (its own is used)",
+        )
     read = read_metadata(adapter)
     metadata = read.raw if read is not None else {}
     hyper = metadata.get("hyperparameters", {})
-    same_split = (metadata.get("data_sha256") == data_sha256 and hyper.get("seed") == config.seed
-                  and hyper.get("dev_fraction") == config.dev_fraction and metadata.get("dev_data_sha256") == dev_sha256)
+    same_split = (
+        metadata.get("data_sha256") == data_sha256
+        and hyper.get("seed") == config.seed
+        and hyper.get("dev_fraction") == config.dev_fraction
+        and metadata.get("dev_data_sha256") == dev_sha256
+    )
     held_out = set(metadata.get("dev_record_sha256") or ())
     if not same_split and dev_data and not set(record_hashes(dev_data)) <= held_out:
-        store.notify(f"adapter {adapter} was not trained on this data with this seed and dev set: "
-                     "the dev set may hold examples it has seen, so the dev loss overstates it")
+        store.notify(
+            f"adapter {adapter} was not trained on this data with this seed and dev set: "
+            "the dev set may hold examples it has seen, so the dev loss overstates it"
+        )
     # The time of everything behind that adapter, where known: older metadata had only ``seconds_this_run`` (the
     # last resumed run's time) and a continued run without a total does not know its predecessors' time.
-    seconds = metadata.get("train_seconds_total", None if "continued_from" in metadata else metadata.get("train_seconds"))
+    seconds = metadata.get(
+        "train_seconds_total", None if "continued_from" in metadata else metadata.get("train_seconds")
+    )
     return {
         "sha256": hash_files(adapter_files(adapter)),
         "task": metadata.get("task"),
@@ -638,8 +744,14 @@ def export_adapter(source: Path, out_dir: Path, base_model_id: str | None = None
     save_file(weights, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
-def evaluate_loss(model, examples: list[Example], pad_id: int, device: str, batch_size: int,  # type: ignore[no-untyped-def]
-                  precision: str) -> float:
+def evaluate_loss(  # type: ignore[no-untyped-def]
+    model,
+    examples: list[Example],
+    pad_id: int,
+    device: str,
+    batch_size: int,
+    precision: str,
+) -> float:
     import torch
 
     model.eval()

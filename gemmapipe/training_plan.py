@@ -117,8 +117,11 @@ def copy_rates(schema: dict[str, Any], data: list[tuple[str, Any]]) -> dict[str,
         types = spec.get("type") if isinstance(spec, dict) else None
         if not (types == "string" or (isinstance(types, list) and "string" in types)):
             continue
-        values = [(expected[name], text) for text, expected in data
-                  if isinstance(expected, dict) and isinstance(expected.get(name), str) and expected[name].strip()]
+        values = [
+            (expected[name], text)
+            for text, expected in data
+            if isinstance(expected, dict) and isinstance(expected.get(name), str) and expected[name].strip()
+        ]
         if values:
             rates[name] = sum(is_run_of(value, text) for value, text in values) / len(values)
     return rates
@@ -130,27 +133,45 @@ def copy_advice(schema: dict[str, Any], rates: dict[str, float]) -> list[str]:
     lines = []
     copyable = [f for f, r in rates.items() if r >= COPY_PROPOSAL and not properties[f].get(COPY_KEYWORD)]
     if copyable:
-        shown = (", ".join(f"{f} {rates[f]:.0%}" for f in copyable) if len(copyable) <= 6 else
-                 f"all of {len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {min(rates[f] for f in copyable):.0%} or more"
-                 if len(copyable) == len(rates) else
-                 f"{len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {min(rates[f] for f in copyable):.0%} or more")
-        copy_ready = set(schema.get("required") or []) == set(properties) and schema.get("additionalProperties") is False
-        how = (f"Mark these fields \"{COPY_KEYWORD}\": true in the schema and decoding can only copy them from each record's "
-               "text, never invent them (the adapter need not be retrained)" if copy_ready else
-               f"Decoding could copy them from each record's text (\"{COPY_KEYWORD}\": true), but only in a schema whose fields "
-               "are all required and no others allowed: a field that may be absent would be required and nullable "
-               "(\"type\": [\"string\", \"null\"]), which changes the answers, so the adapter would be trained again")
+        shown = (
+            ", ".join(f"{f} {rates[f]:.0%}" for f in copyable)
+            if len(copyable) <= 6
+            else f"all of {len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {min(rates[f] for f in copyable):.0%} or more"
+            if len(copyable) == len(rates)
+            else f"{len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {min(rates[f] for f in copyable):.0%} or more"
+        )
+        copy_ready = (
+            set(schema.get("required") or []) == set(properties) and schema.get("additionalProperties") is False
+        )
+        how = (
+            f'Mark these fields "{COPY_KEYWORD}": true in the schema and decoding can only copy them from each record\'s '
+            "text, never invent them (the adapter need not be retrained)"
+            if copy_ready
+            else f'Decoding could copy them from each record\'s text ("{COPY_KEYWORD}": true), but only in a schema whose fields '
+            "are all required and no others allowed: a field that may be absent would be required and nullable "
+            '("type": ["string", "null"]), which changes the answers, so the adapter would be trained again'
+        )
         lines.append(f"labels that are runs of the text: {shown}. {how}")
     rare = [f for f, r in rates.items() if r < 0.5]
     if rare:
-        lines.append("labels mostly not found in the text: " + ", ".join(f"{f} {rates[f]:.0%}" for f in rare)
-                     + "; the adapter must write these from what it learned, which takes more examples than copying")
+        lines.append(
+            "labels mostly not found in the text: "
+            + ", ".join(f"{f} {rates[f]:.0%}" for f in rare)
+            + "; the adapter must write these from what it learned, which takes more examples than copying"
+        )
     return lines
 
 
-def advice(curve: list[dict[str, Any]], best_step: int | None, stopped_early: bool, patience: int,
-           final_train_loss: float | None, invalid_dev: int = 0, planned: int | None = None,
-           extensions: Sequence[Sequence[int]] = ()) -> list[str]:
+def advice(
+    curve: list[dict[str, Any]],
+    best_step: int | None,
+    stopped_early: bool,
+    patience: int,
+    final_train_loss: float | None,
+    invalid_dev: int = 0,
+    planned: int | None = None,
+    extensions: Sequence[Sequence[int]] = (),
+) -> list[str]:
     """Plain-language verdict on a finished run from its dev checks (``curve``: dicts with ``step``, ``loss``,
     ``metric``, ``value``), in the order they were made, and the run's plan (``planned`` steps, ``extensions`` as in
     :func:`learning_rate_in`). Empty when there was no dev set."""
@@ -158,26 +179,44 @@ def advice(curve: list[dict[str, Any]], best_step: int | None, stopped_early: bo
         return ["no dev set, so nothing says how good the adapter is: keep --dev-fraction above 0 or give --dev-data"]
     best = next(c for c in curve if c["step"] == best_step) if best_step is not None else curve[-1]
     name = best["metric"]
-    lines = [f"best dev {name} {best['value']:.1%} at step {best['step']} (dev loss {best['loss']:.3f}); that checkpoint is the adapter"]
+    lines = [
+        f"best dev {name} {best['value']:.1%} at step {best['step']} (dev loss {best['loss']:.3f}); that checkpoint is the adapter"
+    ]
     if extensions:
-        lines.append(f"dev {name} was still rising at the planned end (step {planned}), so the run went on for "
-                     f"{sum(length for _, length in extensions)} more steps ({len(extensions)} extension{'s' * (len(extensions) > 1)} "
-                     f"of at most {MAX_EXTENSIONS}, each a fresh warm-up and decay at {EXTENSION_PEAK:.0%} of the learning rate)")
+        lines.append(
+            f"dev {name} was still rising at the planned end (step {planned}), so the run went on for "
+            f"{sum(length for _, length in extensions)} more steps ({len(extensions)} extension{'s' * (len(extensions) > 1)} "
+            f"of at most {MAX_EXTENSIONS}, each a fresh warm-up and decay at {EXTENSION_PEAK:.0%} of the learning rate)"
+        )
     last = curve[-1]
     earlier = curve[-3] if len(curve) >= 3 else curve[0]
     if best is last and still_rising(curve):
-        lines.append(f"looks undertrained: dev {name} was still rising at the end ({earlier['value']:.1%} at step {earlier['step']}, "
-                     f"{last['value']:.1%} at step {last['step']}); train longer: continue this adapter with --init-adapter "
-                     "(the same data and seed: the next epochs), or run again with a higher --epochs")
+        lines.append(
+            f"looks undertrained: dev {name} was still rising at the end ({earlier['value']:.1%} at step {earlier['step']}, "
+            f"{last['value']:.1%} at step {last['step']}); train longer: continue this adapter with --init-adapter "
+            "(the same data and seed: the next epochs), or run again with a higher --epochs"
+        )
     elif stopped_early:
-        overfit = final_train_loss is not None and best["loss"] > 0 and min(c["loss"] for c in curve) < last["loss"] * 0.9 \
+        overfit = (
+            final_train_loss is not None
+            and best["loss"] > 0
+            and min(c["loss"] for c in curve) < last["loss"] * 0.9
             and final_train_loss < 0.5 * last["loss"]
-        lines.append(f"dev {name} stopped improving after step {best['step']} ({patience} checks without a gain), so training stopped"
-                     + ("; dev loss rose while training loss kept falling: it started to overfit. More labelled records would "
-                        "help more than more epochs" if overfit else ""))
+        )
+        lines.append(
+            f"dev {name} stopped improving after step {best['step']} ({patience} checks without a gain), so training stopped"
+            + (
+                "; dev loss rose while training loss kept falling: it started to overfit. More labelled records would "
+                "help more than more epochs"
+                if overfit
+                else ""
+            )
+        )
     if best["value"] < 0.6:
-        lines.append(f"dev {name} is low: check that the labels follow from the text (see the field lines above), that the schema's "
-                     "field names and descriptions say what each field holds, and add labelled records (a few hundred per field or label)")
+        lines.append(
+            f"dev {name} is low: check that the labels follow from the text (see the field lines above), that the schema's "
+            "field names and descriptions say what each field holds, and add labelled records (a few hundred per field or label)"
+        )
     if invalid_dev:
         lines.append(f"{invalid_dev} dev answers were errors (too long for the answer limit, or a grammar dead end)")
     return lines

@@ -88,4 +88,3 @@ def answer_token_ids(answers: Iterable[str], token_bytes: Sequence[bytes], alway
                 pieces.add(data[start:end])
     ids = {i for i, token in enumerate(token_bytes) if token and token in pieces}
     return sorted(ids | set(always))
-

@@ -34,30 +34,54 @@ def run_on_ray(obj: dict[str, Any], kind: str, options: dict[str, Any]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     names = dict(zip(map(str, files), output_names(files)))
     base = obj["base"].path
-    constructor = {"schema": options["schema"], "kind": kind, "adapter": str(options["adapter"]) if options["adapter"] else None,
-                   "no_adapter": options["no_adapter"], "compute_type": options["compute_type"], "threads": options["threads_per_actor"],
-                   "batch_size": options["batch_size"], "max_new_tokens": options["max_tokens"], "text_field": options["text_field"],
-                   "id_field": options["id_field"], "input_format": options["input_format"],
-                   "cache_dir": str(obj["cache_dir"]) if obj["cache_dir"] else None, "base_model": str(base) if base else None,
-                   "min_confidence": options["min_confidence"]}
+    constructor = {
+        "schema": options["schema"],
+        "kind": kind,
+        "adapter": str(options["adapter"]) if options["adapter"] else None,
+        "no_adapter": options["no_adapter"],
+        "compute_type": options["compute_type"],
+        "threads": options["threads_per_actor"],
+        "batch_size": options["batch_size"],
+        "max_new_tokens": options["max_tokens"],
+        "text_field": options["text_field"],
+        "id_field": options["id_field"],
+        "input_format": options["input_format"],
+        "cache_dir": str(obj["cache_dir"]) if obj["cache_dir"] else None,
+        "base_model": str(base) if base else None,
+        "min_confidence": options["min_confidence"],
+    }
     # the task resolves here first: a bad schema or task name is a usage error before any actor starts
     from ..cli import resolve_task
     from ..models import BaseSource, ModelStore
     from ..plugins import get_plugins
 
-    task = resolve_task(get_plugins().registry().kinds[kind], options["schema"], None, options["adapter"], options["no_adapter"])
+    task = resolve_task(
+        get_plugins().registry().kinds[kind], options["schema"], None, options["adapter"], options["no_adapter"]
+    )
     if not options["address"]:  # a local cluster shares this machine's cache: prepare the model once, before the actors
-        ModelStore(obj["cache_dir"], obj["base"] or BaseSource.from_env()).ctranslate2_dir(task.adapter, options["compute_type"], task.model_answers)
+        ModelStore(obj["cache_dir"], obj["base"] or BaseSource.from_env()).ctranslate2_dir(
+            task.adapter, options["compute_type"], task.model_answers
+        )
     # a local cluster: a CPU for each actor's threads, and one for reading the files (with none left, the actors
     # would hold every CPU and the reading tasks would wait for them forever)
-    ray.init(address=options["address"] or None, num_cpus=None if options["address"] else options["actors"] * options["threads_per_actor"] + 1,
-             include_dashboard=False, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address=options["address"] or None,
+        num_cpus=None if options["address"] else options["actors"] * options["threads_per_actor"] + 1,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # each file's rows come back in line order
     context.enable_progress_bars = sys.stderr.isatty()
     dataset = read_lines(files).map_batches(
-        TaskPredictor, fn_constructor_kwargs=constructor, batch_size=options["batch_size"] * 4,
-        compute=ray.data.ActorPoolStrategy(size=options["actors"]), num_cpus=options["threads_per_actor"])
+        TaskPredictor,
+        fn_constructor_kwargs=constructor,
+        batch_size=options["batch_size"] * 4,
+        compute=ray.data.ActorPoolStrategy(size=options["actors"]),
+        num_cpus=options["threads_per_actor"],
+    )
     # Ray Data restarts an actor that dies and runs its batch again (max_restarts and max_task_retries -1 by default)
     handles: dict[str, tuple[Any, Any]] = {}
     ok = failed = 0
@@ -66,13 +90,16 @@ def run_on_ray(obj: dict[str, Any], kind: str, options: dict[str, Any]) -> int:
             path = str(row["path"])
             if path not in handles:
                 name = names.get(path) or names.get(str(Path(path))) or Path(path).name
-                handles[path] = (open(out_dir / f"{name}.jsonl", "w", encoding="utf-8"), open(out_dir / f"{name}.errors.jsonl", "w", encoding="utf-8"))
+                handles[path] = (
+                    open(out_dir / f"{name}.jsonl", "w", encoding="utf-8"),
+                    open(out_dir / f"{name}.errors.jsonl", "w", encoding="utf-8"),
+                )
             result, error = to_pipe_lines(row, options["envelope"])
             if result is not None:
                 handles[path][0].write(result + "\n")
                 ok += 1
             else:
-                handles[path][1].write(error + "\n")
+                handles[path][1].write(f"{error}\n")
                 failed += 1
     finally:
         for results, errors in handles.values():
@@ -106,20 +133,58 @@ def register_commands(cli: click.Group) -> None:
 
 
 def _kind_command(kind: str, help_text: str) -> click.Command:
-    @click.command(name=kind, help=f"{help_text}\n\nOn Ray: each --input file's results go to OUTPUT/<name>.jsonl and its error records to OUTPUT/<name>.errors.jsonl, in line order.")
+    @click.command(
+        name=kind,
+        help=f"{help_text}\n\nOn Ray: each --input file's results go to OUTPUT/<name>.jsonl and its error records to OUTPUT/<name>.errors.jsonl, in line order.",
+    )
     @click.option("--schema", "-s", required=True, help="A registered task name or a JSON Schema file.")
-    @click.option("--input", "inputs", required=True, multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="An input file of lines (repeatable; the shell expands globs).")
-    @click.option("--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the results and error records.")
-    @click.option("--actors", type=click.IntRange(1), default=1, show_default=True, help="Model replicas (Ray actors); each loads the model once.")
-    @click.option("--threads-per-actor", type=click.IntRange(1), default=1, show_default=True, help="CPU threads of each actor.")
-    @click.option("--address", default=None, help="An existing Ray cluster (e.g. ray://head:10001); default: a local one.")
-    @click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="A LoRA adapter folder instead of the task's own.")
+    @click.option(
+        "--input",
+        "inputs",
+        required=True,
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="An input file of lines (repeatable; the shell expands globs).",
+    )
+    @click.option(
+        "--output",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help="Folder for the results and error records.",
+    )
+    @click.option(
+        "--actors",
+        type=click.IntRange(1),
+        default=1,
+        show_default=True,
+        help="Model replicas (Ray actors); each loads the model once.",
+    )
+    @click.option(
+        "--threads-per-actor", type=click.IntRange(1), default=1, show_default=True, help="CPU threads of each actor."
+    )
+    @click.option(
+        "--address", default=None, help="An existing Ray cluster (e.g. ray://head:10001); default: a local one."
+    )
+    @click.option(
+        "--adapter",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="A LoRA adapter folder instead of the task's own.",
+    )
     @click.option("--no-adapter", is_flag=True, help="The base model without the task's adapter.")
-    @click.option("--envelope", is_flag=True, help='Write {"line", "id", "result", "confidence", "key", "provenance"} lines.')
-    @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="Answers with a weaker field become low_confidence error records.")
+    @click.option(
+        "--envelope", is_flag=True, help='Write {"line", "id", "result", "confidence", "key", "provenance"} lines.'
+    )
+    @click.option(
+        "--min-confidence",
+        type=click.FloatRange(0, 1),
+        default=None,
+        help="Answers with a weaker field become low_confidence error records.",
+    )
     @click.option("--text-field", default="text", show_default=True)
     @click.option("--id-field", default="id", show_default=True)
-    @click.option("--format", "input_format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True)
+    @click.option(
+        "--format", "input_format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True
+    )
     @click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True)
     @click.option("--max-tokens", type=click.IntRange(1), default=None)
     @click.option("--compute-type", default="int8", show_default=True)
