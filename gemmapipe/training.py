@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,8 @@ TRIM_EVERY = 10  # steps between returns of freed heap memory to the OS (see mem
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: float | None = None  # None: from the data's size (training_plan.plan_steps)
-    learning_rate: float = (
-        8e-4  # the peak, after warm-up; cosine decay to a tenth of it (training_plan.learning_rate_at)
-    )
+    #: the peak, after warm-up; cosine decay to a tenth of it (training_plan.learning_rate_at)
+    learning_rate: float = 8e-4
     batch_size: int = 8
     rank: int = 16
     alpha: int = 32
@@ -332,6 +331,47 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@dataclass
+class RunState:
+    """Where a run stands: saved in every checkpoint (``state.json``), so a run started again resumes from it.
+
+    Dev checks are the JSON records :func:`_dev_check` returns (``step``, ``loss``, ``metric``, ``value``, ``exact``,
+    ``errors``); the adapter's metadata lists them as its dev curve."""
+
+    step: int = 0
+    #: the best dev check so far (its weights are in ``best/``)
+    best: dict[str, Any] | None = None
+    #: dev checks since the best one
+    bad_evals: int = 0
+    #: the training loss of every step
+    history: list[float] = field(default_factory=list)
+    dev: list[dict[str, Any]] = field(default_factory=list)
+    #: [first step, steps] of each extension (training_plan.still_rising)
+    extensions: list[list[int]] = field(default_factory=list)
+    #: over every session of this run (a resumed run adds its own)
+    train_seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RunState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass
+class _Data:
+    """The records a run trains and checks on, as examples, and what was left out."""
+
+    all: list[tuple[str, dict[str, Any]]]
+    train: list[tuple[str, dict[str, Any]]]
+    dev: list[tuple[str, dict[str, Any]]]
+    train_set: list[Example]
+    dev_set: list[Example]
+    #: records longer than ``max_tokens``, per split
+    left_out: dict[str, int]
+    #: the hash of a dev data file of its own, or None when the dev set is split off ``all``
+    dev_sha256: str | None
+
+
 @large_blocks_mapped()  # activations as mappings of their own: no resident holes in the heap (memory.py)
 def train(
     task: Task,
@@ -353,7 +393,28 @@ def train(
     With ``init_adapter``, training starts from that adapter's weights (see :func:`adapter_settings` for the
     rank and target modules ``config`` must then carry) instead of a fresh LoRA initialisation.
     """
-    if dev_data is not None and config.dev_fraction:  # before the base model is prepared, which can take minutes
+    _check_request(task, data, dev_data, config)  # before the base model is prepared, which can take minutes
+    # oneDNN keeps every matrix-product primitive it built (1,024 by default), each with buffers of its own, and the
+    # varying lengths of training batches build new ones all the time: on WikiSplit, 40 steps held 1.72 GB after
+    # trimming with the default and 1.45 GB with 128, whose peak was 2.48 GB instead of 2.92, in the same time (8 was
+    # 40 % slower). Read when oneDNN builds its first primitive, so it takes effect unless this process already ran one.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_PRIMITIVES))
+    run = _TrainingRun(task, out_dir, store, config)
+    run.load_data(data, dev_data, init_adapter)
+    run.load_model(init_adapter)
+    run.plan()
+    run.loop(on_step, on_dev, should_stop)
+    return run.export()
+
+
+def _check_request(
+    task: Task,
+    data: list[tuple[str, dict[str, Any]]],
+    dev_data: list[tuple[str, dict[str, Any]]] | None,
+    config: TrainConfig,
+) -> None:
+    """Usage errors a run can tell before it loads anything."""
+    if dev_data is not None and config.dev_fraction:
         raise UsageError(
             "both a dev fraction and a dev data file were given", "give one of them: --dev-fraction or --dev-data"
         )
@@ -361,250 +422,316 @@ def train(
         raise UsageError(
             f"value swapping is for extract tasks; {task.name!r} is a {task.kind} task", "leave out --swap-values"
         )
-    check_answers(task, data, "training")  # before the base model is prepared
+    check_answers(task, data, "training")
     if dev_data is not None:
         check_answers(task, dev_data, "dev")
-    # oneDNN keeps every matrix-product primitive it built (1,024 by default), each with buffers of its own, and the
-    # varying lengths of training batches build new ones all the time: on WikiSplit, 40 steps held 1.72 GB after
-    # trimming with the default and 1.45 GB with 128, whose peak was 2.48 GB instead of 2.92, in the same time (8 was
-    # 40 % slower). Read when oneDNN builds its first primitive, so it takes effect unless this process already ran one.
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_PRIMITIVES))
-    import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    quiet_transformers()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = training_precision(config.precision, device)
-    if precision == "bf16" and not native_bf16(device):
-        store.notify(
-            "this CPU has no native bfloat16 (AVX-512 BF16 or AMX): bf16 training will be very slow; "
-            "leave out --precision bf16 to train in float32"
-        )
-    elif precision == "float32" and config.precision == "auto":
-        store.notify("this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so training runs in float32")
-    torch.manual_seed(config.seed)
-    base_dir = store.base_dir()
-    tokenizer = GemmaTokenizer(base_dir / "tokenizer.json")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dev_sha256 = data_hash(dev_data) if dev_data is not None else None
-    train_data, dev_data = (
-        (data, dev_data) if dev_data is not None else split_dev(data, config.dev_fraction, config.seed)
-    )
-    train_set = build_examples(task, tokenizer, train_data, config.max_tokens)
-    dev_set = build_examples(task, tokenizer, dev_data, config.max_tokens)
-    if not train_set:
-        raise UsageError("no training example fits", "check the data file, or raise --max-tokens")
-    left_out = {"train": len(train_data) - len(train_set), "dev": len(dev_data) - len(dev_set)}
-    if any(left_out.values()):
-        store.notify(
-            f"{left_out['train']} of {len(train_data)} training records and {left_out['dev']} of {len(dev_data)} dev "
-            f"records are longer than --max-tokens {config.max_tokens} (prompt and answer) and are left out; "
-            "raise --max-tokens to train on them"
-        )
-    fingerprint: dict[str, Any] = {
-        "data": data_hash(data),
-        "config": asdict(config),
-        "task": task.name,
-        "instruction": task.instruction,
-        "schema": task.schema,
-        "base": store.base_description,
-    }
-    if dev_sha256 is not None:
-        fingerprint["dev_data"] = dev_sha256
-    previous = (
-        _previous_run(init_adapter, store, fingerprint["data"], dev_sha256, config, dev_data)
-        if init_adapter is not None
-        else None
-    )
-    if previous is not None:
-        fingerprint["init_adapter"] = previous["sha256"]
-    epoch_offset = previous["epochs_done"] if previous is not None else 0
 
-    # Under bf16 autocast every product reads its weights in bfloat16 anyway: a bfloat16 copy of the frozen base is
-    # 0.54 GB instead of 1.07 (the LoRA weights and the optimiser stay float32; peft makes them so).
-    model = AutoModelForCausalLM.from_pretrained(
-        str(base_dir), dtype=torch.bfloat16 if precision == "bf16" else torch.float32
-    ).to(device)  # type: ignore[arg-type]
-    checkpoint = out_dir / "checkpoint"
-    best_dir = out_dir / "best"
-    state = _load_state(checkpoint, fingerprint)
-    if state is None:  # another run's checkpoint (other data or settings), or none: start over, keeping nothing of it
-        for stale in (
-            checkpoint,
-            best_dir,
-            checkpoint.with_name(checkpoint.name + ".tmp"),
-            checkpoint.with_name(checkpoint.name + ".old"),
-        ):
-            shutil.rmtree(stale, ignore_errors=True)
-    if state is not None:
-        model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
-    elif init_adapter is not None:
-        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-        for parameter in model.parameters():  # the committed adapters are bf16; the optimiser needs float32
-            if parameter.requires_grad:
-                parameter.data = parameter.data.float()
-        state = _fresh_state()
-    else:
-        lora = LoraConfig(
-            r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules)
-        )
-        model = get_peft_model(model, lora)
-        state = _fresh_state()
-    # An exported adapter names its base google/gemma-3-270m; saving a checkpoint with that name would make PEFT ask
-    # the Hub whether the base's vocabulary changed. The base is the local folder, whatever the adapter says.
-    model.peft_config["default"].base_model_name_or_path = str(base_dir)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    if (checkpoint / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    planned, planned_epochs = plan_steps(len(train_set), config.batch_size, config.epochs, config.max_steps)
-    eval_every = config.eval_every or eval_interval(planned)
-    # a default-length run still improving at its planned end goes on (training_plan.still_rising); a length the user
-    # gave (--epochs, --max-steps) is kept
-    extensible = config.epochs is None and not config.max_steps and bool(dev_set)
-    extensions: list[list[int]] = state.setdefault("extensions", [])  # [first step, steps] of each
-    total = planned + sum(length for _, length in extensions)
-    if config.epochs is None and not config.max_steps and state["step"] == 0:
-        store.notify(
-            f"{len(train_set)} training records, {len(dev_set)} dev records: {planned} steps, more while dev figures rise "
-            f"({planned_epochs:.1f} epochs; --epochs sets it), dev checks every {eval_every} steps"
-        )
-    # the dev records whose answers are decoded at each check (as the engine would: greedy, under the grammar)
-    dev_decoded = dev_data[:DEV_DECODE_RECORDS] if dev_set else []
-    answer_limit = min(task.max_new_tokens or 256, max(len(e.answer) for e in train_set + dev_set) + 16)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
-    pad_id = tokenizer.hf.token_to_id("<pad>") or 0
-    step = state["step"]
-    model.train()
-    epoch_batches: list[list[Example]] = []
-    started = time.monotonic()
-    while True:
-        if step >= total:
-            if not (extensible and len(extensions) < MAX_EXTENSIONS and still_rising(state["dev"])):
-                break
-            extensions.append([step, extension_steps(planned)])
-            total += extensions[-1][1]
-            last = state["dev"][-1]
+class _TrainingRun:
+    """One :func:`train` call, in named steps: data, model, plan, loop, export. Each step sets what the next use."""
+
+    def __init__(self, task: Task, out_dir: Path, store: ModelStore, config: TrainConfig) -> None:
+        import torch
+
+        quiet_transformers()
+        self.task, self.out_dir, self.store, self.config = task, out_dir, store, config
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.precision = training_precision(config.precision, self.device)
+        if self.precision == "bf16" and not native_bf16(self.device):
             store.notify(
-                f"dev {last['metric']} still rising at step {step} ({last['value']:.1%}): {extensions[-1][1]} more steps "
-                f"(extension {len(extensions)} of at most {MAX_EXTENSIONS})"
+                "this CPU has no native bfloat16 (AVX-512 BF16 or AMX): bf16 training will be very slow; "
+                "leave out --precision bf16 to train in float32"
             )
-        epoch, position = divmod(step, steps_per_epoch)
-        if position == 0 or not epoch_batches:
-            epoch_set = train_set
-            if config.swap_values:  # a fresh draw each epoch, the same one when a run resumes
-                swap_rng = random.Random(f"swap-values-{config.seed}-{epoch_offset + epoch}")
-                epoch_set = swapped_examples(
-                    task,
-                    tokenizer,
-                    train_data,
-                    swap_values(train_data, task.schema, swap_rng, config.swap_values),
-                    config.max_tokens,
-                )
-            epoch_batches = _batches(epoch_set, config.batch_size, random.Random(config.seed + epoch_offset + epoch))
-        loss = _backward(model, epoch_batches[position % len(epoch_batches)], pad_id, device, autocast)
-        lr = learning_rate_in(step, planned, [tuple(e) for e in extensions], config.learning_rate)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
-        optimizer.zero_grad()
-        step += 1
-        state["history"].append(loss)
-        if on_step is not None:
-            on_step(step, total, state["history"][-1])
-        if step % TRIM_EVERY == 0:
-            release_free_memory()
-        stop_early = False
-        if dev_set and (step % eval_every == 0 or step == total):
-            check = _dev_check(
-                model, task, tokenizer, dev_set, dev_decoded, answer_limit, pad_id, device, config.batch_size, precision
+        elif self.precision == "float32" and config.precision == "auto":
+            store.notify("this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so training runs in float32")
+        torch.manual_seed(config.seed)
+        self.base_dir = store.base_dir()
+        self.tokenizer = GemmaTokenizer(self.base_dir / "tokenizer.json")
+        self.pad_id = self.tokenizer.hf.token_to_id("<pad>") or 0
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = out_dir / "checkpoint"
+        self.best_dir = out_dir / "best"
+
+    def load_data(
+        self,
+        data: list[tuple[str, dict[str, Any]]],
+        dev_data: list[tuple[str, dict[str, Any]]] | None,
+        init_adapter: Path | None,
+    ) -> None:
+        """Split and tokenize the records; the run's fingerprint (what a checkpoint must match to be resumed)."""
+        config, task = self.config, self.task
+        dev_sha256 = data_hash(dev_data) if dev_data is not None else None
+        train_data, dev_data = (
+            (data, dev_data) if dev_data is not None else split_dev(data, config.dev_fraction, config.seed)
+        )
+        train_set = build_examples(task, self.tokenizer, train_data, config.max_tokens)
+        dev_set = build_examples(task, self.tokenizer, dev_data, config.max_tokens)
+        if not train_set:
+            raise UsageError("no training example fits", "check the data file, or raise --max-tokens")
+        left_out = {"train": len(train_data) - len(train_set), "dev": len(dev_data) - len(dev_set)}
+        if any(left_out.values()):
+            self.store.notify(
+                f"{left_out['train']} of {len(train_data)} training records and {left_out['dev']} of {len(dev_data)} "
+                f"dev records are longer than --max-tokens {config.max_tokens} (prompt and answer) and are left out; "
+                "raise --max-tokens to train on them"
             )
-            release_free_memory()  # the check's decoding leaves ~1 GB of freed heap that the next steps would stack on
-            check["step"] = step
-            state["dev"].append(check)
-            best = state["best"]
-            if best is None or (check["value"], -check["loss"]) > (best["value"], -best["loss"]):
-                state["best"], state["bad_evals"] = check, 0
-                model.save_pretrained(str(best_dir))
-            else:
-                state["bad_evals"] += 1
-                stop_early = state["bad_evals"] >= config.patience
-            if on_dev is not None:
-                on_dev(check)
-        interrupted = should_stop is not None and should_stop()
-        state["train_seconds"] = state.get("train_seconds", 0.0) + (time.monotonic() - started)
+        self.data = _Data(data, train_data, dev_data, train_set, dev_set, left_out, dev_sha256)
+        self.fingerprint: dict[str, Any] = {
+            "data": data_hash(data),
+            "config": asdict(config),
+            "task": task.name,
+            "instruction": task.instruction,
+            "schema": task.schema,
+            "base": self.store.base_description,
+        }
+        if dev_sha256 is not None:
+            self.fingerprint["dev_data"] = dev_sha256
+        self.previous = (
+            _previous_run(init_adapter, self.store, self.fingerprint["data"], dev_sha256, config, dev_data)
+            if init_adapter is not None
+            else None
+        )
+        if self.previous is not None:
+            self.fingerprint["init_adapter"] = self.previous["sha256"]
+        self.epoch_offset: int = self.previous["epochs_done"] if self.previous is not None else 0
+
+    def load_model(self, init_adapter: Path | None) -> None:
+        """The base with a LoRA: the checkpoint's (resuming), ``init_adapter``'s, or a fresh one; its optimiser."""
+        import torch
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        config, checkpoint = self.config, self.checkpoint
+        # Under bf16 autocast every product reads its weights in bfloat16 anyway: a bfloat16 copy of the frozen base
+        # is 0.54 GB instead of 1.07 (the LoRA weights and the optimiser stay float32; peft makes them so).
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(str(self.base_dir), dtype=dtype).to(self.device)  # type: ignore[arg-type]
+        saved = _load_state(checkpoint, self.fingerprint)
+        if saved is None:  # another run's checkpoint (other data or settings), or none: start over, keeping none of it
+            for stale in (
+                self.best_dir,
+                checkpoint,
+                *(checkpoint.with_name(checkpoint.name + s) for s in (".tmp", ".old")),
+            ):
+                shutil.rmtree(stale, ignore_errors=True)
+            self.state = RunState()
+        else:
+            self.state = saved
+        if saved is not None:
+            model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
+        elif init_adapter is not None:
+            model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+            for parameter in model.parameters():  # the committed adapters are bf16; the optimiser needs float32
+                if parameter.requires_grad:
+                    parameter.data = parameter.data.float()
+        else:
+            lora = LoraConfig(
+                r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(config.target_modules)
+            )
+            model = get_peft_model(model, lora)
+        # An exported adapter names its base google/gemma-3-270m; saving a checkpoint with that name would make PEFT
+        # ask the Hub whether the base's vocabulary changed. The base is the local folder, whatever the adapter says.
+        model.peft_config["default"].base_model_name_or_path = str(self.base_dir)
+        self.model = model
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+        if (checkpoint / "optimizer.pt").exists():
+            self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+
+    def plan(self) -> None:
+        """How many steps, how often the dev checks come, and what they decode."""
+        config, data = self.config, self.data
+        self.steps_per_epoch = math.ceil(len(data.train_set) / config.batch_size)
+        self.planned, planned_epochs = plan_steps(
+            len(data.train_set), config.batch_size, config.epochs, config.max_steps
+        )
+        self.eval_every = config.eval_every or eval_interval(self.planned)
+        # a default-length run still improving at its planned end goes on (training_plan.still_rising); a length the
+        # user gave (--epochs, --max-steps) is kept
+        self.extensible = config.epochs is None and not config.max_steps and bool(data.dev_set)
+        self.total = self.planned + sum(length for _, length in self.state.extensions)
+        if config.epochs is None and not config.max_steps and self.state.step == 0:
+            self.store.notify(
+                f"{len(data.train_set)} training records, {len(data.dev_set)} dev records: {self.planned} steps, more "
+                f"while dev figures rise ({planned_epochs:.1f} epochs; --epochs sets it), dev checks every "
+                f"{self.eval_every} steps"
+            )
+        # the dev records whose answers are decoded at each check (as the engine would: greedy, under the grammar)
+        self.dev_decoded = data.dev[:DEV_DECODE_RECORDS] if data.dev_set else []
+        longest_answer = max(len(e.answer) for e in data.train_set + data.dev_set)
+        self.answer_limit = min(self.task.max_new_tokens or 256, longest_answer + 16)
+
+    def loop(
+        self,
+        on_step: Callable[[int, int, float], None] | None,
+        on_dev: Callable[[dict[str, Any]], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        """Train to the planned end (and its extensions), or until the dev checks stop improving or ``should_stop``."""
+        import torch
+
+        config, state = self.config, self.state
+        autocast = torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        step = state.step
+        self.model.train()
+        epoch_batches: list[list[Example]] = []
         started = time.monotonic()
-        if step % config.checkpoint_every == 0 or step == total or stop_early or interrupted:
-            state["step"] = step
-            _save_state(model, optimizer, checkpoint, state, fingerprint)
-        if stop_early or interrupted:
-            break
-    if not best_dir.exists():  # no dev set, so no best-so-far: the last weights are the result
-        model.save_pretrained(str(best_dir))
-    export_adapter(best_dir, out_dir, BASE_MODEL_ID if store.base.path is None else None)
-    best = state["best"]
-    rates = copy_rates(task.schema, train_data) if task.kind == "extract" else {}
-    final_loss = state["history"][-1] if state["history"] else None
-    notes = advice(
-        state["dev"],
-        best["step"] if best else None,
-        state["bad_evals"] >= config.patience,
-        config.patience,
-        final_loss,
-        best["errors"] if best else 0,
-        planned,
-        extensions,
-    ) + copy_advice(task.schema, rates)
-    metadata = {
-        "task": task.name,
-        "kind": task.kind,
-        "instruction": task.instruction,
-        "prompt_format": PROMPT_FORMAT,
-        "few_shot_examples": len(task.examples),  # examples in every training prompt (none for most tasks)
-        "schema": task.schema,
-        "base": store.base_description,
-        "data_sha256": fingerprint["data"],
-        "dev_data_sha256": dev_sha256,  # None: the dev set is dev_fraction of the data
-        # lets a run that continues this adapter see its dev set was held out
-        "dev_record_sha256": record_hashes(dev_data),
-        "train_examples": len(train_set),
-        "dev_examples": len(dev_set),
-        "left_out_records": left_out,  # longer than max_tokens
-        "hyperparameters": asdict(config),
-        "steps": step,
-        "complete": step >= total or bool(state.get("bad_evals", 0) >= config.patience),
-        "planned_steps": planned,
-        "extension_steps": [length for _, length in extensions],  # steps added while the dev metric still rose
-        "metrics": {
-            "final_train_loss": final_loss,
-            "best_dev_loss": best["loss"] if best else None,
-            "best_step": best["step"] if best else None,
-            "dev_metric": best["metric"] if best else None,  # field F1, accuracy or similarity
-            "best_dev_metric": best["value"] if best else None,
-            "dev_decoded_records": len(dev_decoded),
-            "dev_curve": state["dev"],
-        },  # one {step, loss, metric, value, exact, errors} per dev check
-        "copy_rates": rates,  # extract tasks: per string field, how often its training labels are runs of the text
-        "advice": notes,
-        "train_seconds": round(state.get("train_seconds", 0.0), 3),  # over every run that resumed this one
-        "seconds_per_epoch": round(state.get("train_seconds", 0.0) / max(1e-9, step / steps_per_epoch), 3)
-        if step
-        else None,
-        "device": device,
-        "precision": precision,
-        "epochs_total": epoch_offset + step / steps_per_epoch,  # of this data, including the runs it continues
-    }
-    if previous is not None:
-        metadata["continued_from"] = {k: v for k, v in previous.items() if k != "epochs_done"}
-        if previous["train_seconds"] is not None:
-            metadata["train_seconds_total"] = round(previous["train_seconds"] + metadata["train_seconds"], 1)
-    (out_dir / METADATA).write_text(json.dumps(metadata, indent=2))
-    return metadata
+        while True:
+            if step >= self.total and not self._extend(step):
+                break
+            epoch, position = divmod(step, self.steps_per_epoch)
+            if position == 0 or not epoch_batches:
+                epoch_batches = self._epoch_batches(epoch)
+            loss = _backward(
+                self.model, epoch_batches[position % len(epoch_batches)], self.pad_id, self.device, autocast
+            )
+            lr = learning_rate_in(step, self.planned, [(a, b) for a, b in state.extensions], config.learning_rate)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            step += 1
+            state.history.append(loss)
+            if on_step is not None:
+                on_step(step, self.total, loss)
+            if step % TRIM_EVERY == 0:
+                release_free_memory()
+            stop_early = False
+            if self.data.dev_set and (step % self.eval_every == 0 or step == self.total):
+                stop_early = self._dev_check(step, on_dev)
+            interrupted = should_stop is not None and should_stop()
+            state.train_seconds += time.monotonic() - started
+            started = time.monotonic()
+            if step % config.checkpoint_every == 0 or step == self.total or stop_early or interrupted:
+                state.step = step
+                _save_state(self.model, self.optimizer, self.checkpoint, state, self.fingerprint)
+            if stop_early or interrupted:
+                break
+        self.steps_done = step
 
+    def _extend(self, step: int) -> bool:
+        """At the planned end: go on (True) if the run may and its dev figure still rises."""
+        extensions = self.state.extensions
+        if not (self.extensible and len(extensions) < MAX_EXTENSIONS and still_rising(self.state.dev)):
+            return False
+        extensions.append([step, extension_steps(self.planned)])
+        self.total += extensions[-1][1]
+        last = self.state.dev[-1]
+        self.store.notify(
+            f"dev {last['metric']} still rising at step {step} ({last['value']:.1%}): {extensions[-1][1]} more steps "
+            f"(extension {len(extensions)} of at most {MAX_EXTENSIONS})"
+        )
+        return True
 
-def _fresh_state() -> dict[str, Any]:
-    return {"step": 0, "best": None, "bad_evals": 0, "history": [], "dev": []}
+    def _epoch_batches(self, epoch: int) -> list[list[Example]]:
+        """The shuffled batches of one epoch (the same ones when a run resumes)."""
+        config, data = self.config, self.data
+        epoch_set = data.train_set
+        if config.swap_values:  # a fresh draw each epoch, the same one when a run resumes
+            swap_rng = random.Random(f"swap-values-{config.seed}-{self.epoch_offset + epoch}")
+            swapped = swap_values(data.train, self.task.schema, swap_rng, config.swap_values)
+            epoch_set = swapped_examples(self.task, self.tokenizer, data.train, swapped, config.max_tokens)
+        return _batches(epoch_set, config.batch_size, random.Random(config.seed + self.epoch_offset + epoch))
+
+    def _dev_check(self, step: int, on_dev: Callable[[dict[str, Any]], None] | None) -> bool:
+        """Check on the dev set; keep the weights if best. True: the checks stopped improving (stop early)."""
+        state = self.state
+        check = _dev_check(
+            self.model,
+            self.task,
+            self.tokenizer,
+            self.data.dev_set,
+            self.dev_decoded,
+            self.answer_limit,
+            self.pad_id,
+            self.device,
+            self.config.batch_size,
+            self.precision,
+        )
+        release_free_memory()  # the check's decoding leaves ~1 GB of freed heap that the next steps would stack on
+        check["step"] = step
+        state.dev.append(check)
+        stop_early = False
+        if state.best is None or (check["value"], -check["loss"]) > (state.best["value"], -state.best["loss"]):
+            state.best, state.bad_evals = check, 0
+            self.model.save_pretrained(str(self.best_dir))
+        else:
+            state.bad_evals += 1
+            stop_early = state.bad_evals >= self.config.patience
+        if on_dev is not None:
+            on_dev(check)
+        return stop_early
+
+    def export(self) -> dict[str, Any]:
+        """Write the best weights as the adapter, with its metadata (returned)."""
+        if not self.best_dir.exists():  # no dev set, so no best-so-far: the last weights are the result
+            self.model.save_pretrained(str(self.best_dir))
+        export_adapter(self.best_dir, self.out_dir, BASE_MODEL_ID if self.store.base.path is None else None)
+        metadata = self._metadata()
+        (self.out_dir / METADATA).write_text(json.dumps(metadata, indent=2))
+        return metadata
+
+    def _metadata(self) -> dict[str, Any]:
+        task, config, data, state, step = self.task, self.config, self.data, self.state, self.steps_done
+        best = state.best
+        rates = copy_rates(task.schema, data.train) if task.kind == "extract" else {}
+        final_loss = state.history[-1] if state.history else None
+        stopped = state.bad_evals >= config.patience
+        notes = advice(
+            state.dev,
+            best["step"] if best else None,
+            stopped,
+            config.patience,
+            final_loss,
+            best["errors"] if best else 0,
+            self.planned,
+            state.extensions,
+        ) + copy_advice(task.schema, rates)
+        metadata = {
+            "task": task.name,
+            "kind": task.kind,
+            "instruction": task.instruction,
+            "prompt_format": PROMPT_FORMAT,
+            "few_shot_examples": len(task.examples),  # examples in every training prompt (none for most tasks)
+            "schema": task.schema,
+            "base": self.store.base_description,
+            "data_sha256": self.fingerprint["data"],
+            "dev_data_sha256": data.dev_sha256,  # None: the dev set is dev_fraction of the data
+            # lets a run that continues this adapter see its dev set was held out
+            "dev_record_sha256": record_hashes(data.dev),
+            "train_examples": len(data.train_set),
+            "dev_examples": len(data.dev_set),
+            "left_out_records": data.left_out,  # longer than max_tokens
+            "hyperparameters": asdict(config),
+            "steps": step,
+            "complete": step >= self.total or stopped,
+            "planned_steps": self.planned,
+            "extension_steps": [length for _, length in state.extensions],  # steps added while the dev metric rose
+            "metrics": {
+                "final_train_loss": final_loss,
+                "best_dev_loss": best["loss"] if best else None,
+                "best_step": best["step"] if best else None,
+                "dev_metric": best["metric"] if best else None,  # field F1, accuracy or similarity
+                "best_dev_metric": best["value"] if best else None,
+                "dev_decoded_records": len(self.dev_decoded),
+                # one {step, loss, metric, value, exact, errors} per dev check
+                "dev_curve": state.dev,
+            },
+            "copy_rates": rates,  # extract tasks: per string field, how often its training labels are runs of the text
+            "advice": notes,
+            "train_seconds": round(state.train_seconds, 3),  # over every run that resumed this one
+            "seconds_per_epoch": round(state.train_seconds / max(1e-9, step / self.steps_per_epoch), 3)
+            if step
+            else None,
+            "device": self.device,
+            "precision": self.precision,
+            "epochs_total": self.epoch_offset + step / self.steps_per_epoch,  # of this data, with the runs it continues
+        }
+        previous = self.previous
+        if previous is not None:
+            metadata["continued_from"] = {k: v for k, v in previous.items() if k != "epochs_done"}
+            if previous["train_seconds"] is not None:
+                metadata["train_seconds_total"] = round(previous["train_seconds"] + metadata["train_seconds"], 1)
+        return metadata
 
 
 def _dev_check(  # type: ignore[no-untyped-def]
@@ -766,17 +893,17 @@ def evaluate_loss(  # type: ignore[no-untyped-def]
     return total / max(1, count)
 
 
-def _load_state(checkpoint: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+def _load_state(checkpoint: Path, fingerprint: dict[str, Any]) -> RunState | None:
     path = checkpoint / "state.json"
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
     if saved.get("fingerprint") != json.loads(json.dumps(fingerprint)):
         return None  # other data or settings: start over rather than mix runs
-    return saved["state"]
+    return RunState.from_json(saved["state"])
 
 
-def _save_state(model, optimizer, checkpoint: Path, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def _save_state(model, optimizer, checkpoint: Path, state: RunState, fingerprint: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
     """Write the checkpoint atomically: a crash while saving leaves the previous one intact."""
     import torch
 
@@ -784,7 +911,7 @@ def _save_state(model, optimizer, checkpoint: Path, state: dict[str, Any], finge
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "state": state}))
+    (tmp / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "state": asdict(state)}))
     old = checkpoint.with_name(checkpoint.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if checkpoint.exists():
