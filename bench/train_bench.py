@@ -32,7 +32,7 @@ def run_once(whole: bool, steps: int) -> dict[str, object]:
     import gemmapipe.training as training
     from gemmapipe.models import ModelStore
     from gemmapipe.plugins import get_plugins
-    from gemmapipe.tasks import read_labelled
+    from gemmapipe.labelled import read_labelled
 
     if whole:
         training.MICRO_BATCH_TOKENS = 10**9

@@ -23,10 +23,11 @@ from . import __version__
 from .adapter import choose_adapter, examples_mismatch_warning
 from .cache import CACHE_ENV
 from .errors import GemmapipeError, warn
+from .labelled import read_examples
 from .models import BASE_MODEL_ENV, COMPUTE_TYPES, BaseSource
 from .options import adapter_options, apply_options, engine_options
 from .plugins import get_plugins
-from .tasks import Task, TaskKind, adhoc_task, read_examples
+from .tasks import Task, TaskKind, adhoc_task
 
 EXIT_OK, EXIT_RECORDS_FAILED, EXIT_USAGE, EXIT_SETUP = 0, 1, 2, 3
 EXIT_WRITE_FAILED, EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, EXIT_TERMINATED = 74, 130, 141, 143

@@ -6,7 +6,6 @@ kind + name + JSON Schema + optional LoRA adapter + prompt (instruction and opti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -101,49 +100,6 @@ def adhoc_task(kind: TaskKind, schema_path: Path, name: str | None = None) -> Ta
         plugin="(ad-hoc)",
         schema_source=str(schema_path),
     )
-
-
-def read_labelled(path: Path, limit: int | None = None) -> list[tuple[str, Any]]:
-    """``(text, expected)`` pairs from a JSONL file of ``{"text": ..., "expected": {...}}`` (the datasets' format).
-
-    Used for few-shot examples, training and evaluation; a bad line is an error that names it.
-    """
-    pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                pairs.append((item["text"], item["expected"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise SchemaError(
-                    f"{path}:{number} is not a labelled record ({exc})",
-                    'each line must be {"text": "...", "expected": {...}}',
-                ) from exc
-            if limit is not None and len(pairs) >= limit:
-                break
-    return pairs
-
-
-def invalid_answers(compiled: CompiledSchema, pairs: list[tuple[str, Any]]) -> list[tuple[int, str]]:
-    """``(record number from 1, first problem)`` for each labelled pair whose expected answer breaks the schema."""
-    bad = []
-    for number, (_, expected) in enumerate(pairs, 1):
-        problems = [e.message for e in compiled.validator.iter_errors(expected)]
-        if problems:
-            bad.append((number, problems[0]))
-    return bad
-
-
-def read_examples(path: Path, schema: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Few-shot examples from a labelled JSONL file; every expected answer must validate against ``schema``."""
-    examples = read_labelled(path)
-    bad = invalid_answers(compile_schema(schema), examples)
-    if bad:
-        number, problem = bad[0]
-        raise SchemaError(f"{path}: example {number}: the expected answer breaks the schema: {problem}")
-    return examples
 
 
 def generic_instruction(verb: str) -> Callable[[dict[str, Any]], str]:

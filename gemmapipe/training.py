@@ -16,7 +16,6 @@ split is the same one, and the batch order carries on with the next epochs' shuf
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,10 +35,11 @@ from .cache import hash_files
 from .convert import quiet_transformers
 from .errors import SchemaError, UsageError
 from .grammar import canonical_json
+from .labelled import data_hash, invalid_answers, record_hashes, split_dev
 from .memory import large_blocks_mapped, release_free_memory
 from .models import BASE_MODEL_ID, ModelStore
 from .prompts import PROMPT_FORMAT
-from .tasks import Task, invalid_answers
+from .tasks import Task
 from .tokenizer import GemmaTokenizer
 from .training_plan import (
     DEV_DECODE_RECORDS,
@@ -166,22 +166,6 @@ def check_answers(task: Task, data: list[tuple[str, Any]], what: str) -> None:
             f"{task.name!r} (record {number}: {problem})",
             "fix or drop those records, or change the schema: the grammar would never let the adapter write them",
         )
-
-
-def split_dev(data: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
-    """A deterministic train/dev split of the training data (the test split is never touched)."""
-    order = list(range(len(data)))
-    random.Random(seed).shuffle(order)
-    n_dev = int(len(data) * fraction) if fraction > 0 else 0
-    dev = {i for i in order[:n_dev]}
-    return [d for i, d in enumerate(data) if i not in dev], [d for i, d in enumerate(data) if i in dev]
-
-
-def data_hash(data: list[tuple[str, dict[str, Any]]]) -> str:
-    digest = hashlib.sha256()
-    for text, expected in data:
-        digest.update(json.dumps([text, expected], sort_keys=True).encode())
-    return digest.hexdigest()
 
 
 def _batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
@@ -784,11 +768,6 @@ def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
         "alpha": int(settings.get("lora_alpha", 2 * int(settings["r"]))),
         "target_modules": tuple(sorted(modules) if isinstance(modules, (list, set)) else [modules]),
     }
-
-
-def record_hashes(data: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """A short hash of each record, sorted (which records a dev set held, without the records themselves)."""
-    return sorted(data_hash([record])[:16] for record in data)
 
 
 def _previous_run(

@@ -20,8 +20,8 @@ from typing import Any
 
 from gemmapipe.augment import swap_values
 from gemmapipe.resources import builtin_schema
-from gemmapipe.tasks import read_labelled
-from gemmapipe.training import split_dev
+from gemmapipe.labelled import read_labelled
+from gemmapipe.labelled import split_dev
 
 Pair = tuple[str, dict[str, Any]]  # (text, expected), as read_labelled gives them
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from gemmapipe.evaluate import normalise
-from gemmapipe.tasks import read_labelled
-from gemmapipe.training import split_dev
+from gemmapipe.labelled import read_labelled
+from gemmapipe.labelled import split_dev
 
 Pair = tuple[str, dict[str, Any]]  # (text, expected), as read_labelled gives them
 

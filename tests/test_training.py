@@ -370,7 +370,7 @@ def test_a_dev_file_of_its_own(tiny_store, tmp_path, gemmapipe_run):
 
 def test_continuing_on_the_adapters_own_dev_records_gives_no_leak_notice(gemmapipe_tiny_model, gemmapipe_cache, tmp_path):
     from gemmapipe.models import BaseSource, ModelStore
-    from gemmapipe.training import split_dev
+    from gemmapipe.labelled import split_dev
 
     messages: list[str] = []
     store = ModelStore(gemmapipe_cache, BaseSource(gemmapipe_tiny_model), notify=messages.append)

@@ -77,9 +77,9 @@ def register_commands(cli: click.Group) -> None:
         from ..engines import load_engine
         from ..errors import GemmapipeError, UsageError, warn
         from ..evaluate import evaluate
+        from ..labelled import read_labelled
         from ..models import ModelStore
         from ..progress import CountProgress
-        from ..tasks import read_labelled
 
         created = False  # a --predictions file made by this run, removed again if it does not finish
         try:
@@ -277,8 +277,8 @@ def register_commands(cli: click.Group) -> None:
         """
         from ..cli import EXIT_INTERRUPTED, fail
         from ..errors import GemmapipeError
+        from ..labelled import read_labelled
         from ..models import ModelStore
-        from ..tasks import read_labelled
         from ..training import TrainConfig, adapter_settings, torch_threads
         from ..training import train as run_training
 
