@@ -80,11 +80,11 @@ def constrained_vs_free(engine: Engine, task: Task, texts: list[str], batch: int
             spent[0] += time.perf_counter() - t
 
     # warm up first (grammar compilation, the model's first allocations): a fresh engine's first call is slower
-    sources = [task.source(t) for t in texts]
-    engine.generate(prompts[:4], task.compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=4, sources=sources[:4])
+    requests = [task.request(t) for t in texts]
+    engine.generate(requests[:4], task.compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=4)
     decoding.DecodeState.accept = timed_accept  # type: ignore[method-assign]
     start = time.perf_counter()
-    results = engine.generate(prompts, task.compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch, sources=sources)
+    results = engine.generate(requests, task.compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch)
     constrained_s = time.perf_counter() - start
     decoding.DecodeState.accept = original  # type: ignore[method-assign]
     out_tokens = sum(r.output_tokens for r in results)
@@ -116,17 +116,16 @@ def spread_vs_unlimited(engine: Engine, task: Task, texts: list[str], batch: int
     import gemmapipe.engine as engine_module
 
     prompts = [task.prompt(t) for t in texts]
-    sources = [task.source(t) for t in texts]
+    requests = [task.request(t) for t in texts]
     limit = engine_module.MAX_PROMPT_SPREAD
-    engine.generate(prompts[:2], task.compiled, batch_size=2, sources=sources[:2])  # warm-up
+    engine.generate(requests[:2], task.compiled, batch_size=2)  # warm-up
     seconds: dict[int, float] = {limit: 0.0, 10**9: 0.0}
     try:
         for _ in range(2):
             for spread in seconds:
                 engine_module.MAX_PROMPT_SPREAD = spread
                 start = time.perf_counter()
-                engine.generate(prompts, task.compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch,
-                                sources=sources)
+                engine.generate(requests, task.compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch)
                 seconds[spread] += time.perf_counter() - start
     finally:
         engine_module.MAX_PROMPT_SPREAD = limit
@@ -149,7 +148,8 @@ def copied_vs_plain(engine: Engine, task: Task, texts: list[str], batch: int) ->
     plain = compile_schema(plain_schema)
     prompts = [task.prompt(t) for t in texts]
     sources = [task.source(t) for t in texts]
-    engine.generate(prompts[:2], copying, batch_size=2, sources=sources[:2])  # warm-up (llguidance's first matcher: ~1 s)
+    requests = [task.request(t) for t in texts]
+    engine.generate(requests[:2], copying, batch_size=2)  # warm-up (llguidance's first matcher: ~1 s)
     build_ms = {}
     for name, compiled in (("copied", copying), ("plain", plain)):
         start = time.perf_counter()
@@ -161,8 +161,7 @@ def copied_vs_plain(engine: Engine, task: Task, texts: list[str], batch: int) ->
     for _ in range(2):
         for name, compiled in (("copied", copying), ("plain", plain)):
             start = time.perf_counter()
-            results = engine.generate(prompts, compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch,
-                                      sources=sources)
+            results = engine.generate(requests, compiled, max_new_tokens=task.max_new_tokens or 256, batch_size=batch)
             seconds[name] += time.perf_counter() - start
             answers[name] = [r.value for r in results]
     return {

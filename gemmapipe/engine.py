@@ -34,7 +34,7 @@ from .grammar import CompiledSchema
 from .grounding import field_confidence
 from .memory import release_free_memory
 from .models import BaseSource, ModelStore, check_compute_type
-from .prompts import Prompt
+from .prompts import Prompt, Request, as_request
 from .tokenizer import GemmaTokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -198,6 +198,17 @@ def encode_within_limit(
     return ids, None
 
 
+def check_requests(requests: Sequence[Request | Prompt], schema: CompiledSchema) -> list[Request]:
+    """``requests`` as :class:`Request` objects; a ValueError if the schema copies from sources they lack."""
+    checked = [as_request(r) for r in requests]
+    if schema.copied and any(r.source is None for r in checked):
+        raise ValueError(
+            f"properties {', '.join(schema.copied)} are copied from the input: give each record's source text "
+            "(a Request(prompt, source), as Task.request builds)"
+        )
+    return checked
+
+
 def decoding_in_flight() -> bool:
     """True while a batch is still decoding on a worker thread after :meth:`Engine.generate` returned on ``cancel``
     (it stops at its next token; a prefill runs to its end). The CLI exits without waiting for it."""
@@ -284,34 +295,31 @@ class Engine:
 
     def generate(
         self,
-        prompts: Sequence[Prompt],
+        requests: Sequence[Request | Prompt],
         schema: CompiledSchema,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
         cancel: threading.Event | None = None,
-        sources: Sequence[str] | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
-        """Answer every prompt under ``schema``; results come back in the order of ``prompts``.
+        """Answer every request under ``schema``; results come back in the order of ``requests``.
 
-        ``sources`` are the prompts' input texts, which the schema's copied properties (``x-copy-from-input``)
-        take their values from; required for such a schema. ``on_progress`` is called after each batch with the
+        A request is a :class:`~gemmapipe.prompts.Request` (:meth:`gemmapipe.tasks.Task.request` builds one per
+        record), or a bare prompt for a schema without copied properties (``x-copy-from-input``), which take their
+        values from the request's ``source``. ``on_progress`` is called after each batch with the
         number of prompts answered so far (a progress bar for long runs; the answers do not depend on it).
 
         Prompts are grouped by token length into batches of at most ``batch_size`` whose lengths differ by at
         most :data:`MAX_PROMPT_SPREAD` tokens (see :func:`length_batches`).
         Raises :class:`gemmapipe.decoding.Cancelled` when ``cancel`` is set.
         """
-        if schema.copied and (sources is None or len(sources) != len(prompts)):
-            raise ValueError(
-                f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt"
-            )
-        results: list[Generation | None] = [None] * len(prompts)
+        requests = check_requests(requests, schema)
+        results: list[Generation | None] = [None] * len(requests)
         encoded: list[list[int]] = []
         runnable = []
-        for index, prompt in enumerate(prompts):
-            ids, refused = encode_within_limit(self.tokenizer, prompt, max_input_tokens)
+        for index, request in enumerate(requests):
+            ids, refused = encode_within_limit(self.tokenizer, request.prompt, max_input_tokens)
             encoded.append(ids)
             if refused is not None:
                 results[index] = refused
@@ -331,7 +339,7 @@ class Engine:
             states = [
                 DecodeState(
                     encoded[i],
-                    LLMatcher(guidance, schema.grammar_for(sources[i] if sources else None), log_level=0),
+                    LLMatcher(guidance, schema.grammar_for(requests[i].source), log_level=0),
                     max_new_tokens,
                     self.tokenizer.stop_ids,
                 )

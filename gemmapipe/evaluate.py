@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any
 
-from .engine import Engine, Generation
+from .engine import Generation
+from .engines import TextEngine
 from .grammar import copy_pieces
 from .tasks import Task
 
@@ -264,7 +265,7 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
 
 def evaluate(
     task: Task,
-    engine: Engine,
+    engine: TextEngine,
     data: list[tuple[str, dict[str, Any]]],
     batch_size: int = 16,
     ignore_case: bool = False,
@@ -276,11 +277,10 @@ def evaluate(
     start = time.perf_counter()
     sources = [task.source(text) for text, _ in data]
     generations = engine.generate(
-        [task.prompt(text) for text, _ in data],
+        [task.request(text) for text, _ in data],
         task.compiled,
         max_new_tokens=task.max_new_tokens or 256,
         batch_size=batch_size,
-        sources=sources,
         on_progress=on_progress,
     )
     return score(

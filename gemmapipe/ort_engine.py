@@ -22,11 +22,18 @@ from llguidance import LLMatcher
 from llguidance.numpy import allocate_token_bitmask
 
 from .decoding import Cancelled, DecodeState, take_best_allowed
-from .engine import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_NEW_TOKENS, Generation, encode_within_limit, finish_generation
+from .engine import (
+    DEFAULT_MAX_INPUT_TOKENS,
+    DEFAULT_MAX_NEW_TOKENS,
+    Generation,
+    check_requests,
+    encode_within_limit,
+    finish_generation,
+)
 from .errors import SetupError
 from .grammar import CompiledSchema
 from .models import BaseSource, ModelStore, require_int4
-from .prompts import Prompt
+from .prompts import Prompt, Request
 from .tokenizer import GemmaTokenizer
 
 #: ONNX Runtime's sliding-window cache must hold a whole window (Gemma 3's is 512 tokens)
@@ -73,31 +80,27 @@ class OrtEngine:
 
     def generate(
         self,
-        prompts: Sequence[Prompt],
+        requests: Sequence[Request | Prompt],
         schema: CompiledSchema,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         batch_size: int = 1,
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
         cancel: threading.Event | None = None,
-        sources: Sequence[str] | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
-        """Answer every prompt under ``schema``, in order (``batch_size`` is accepted for the engines' common
+        """Answer every request under ``schema`` (as :meth:`gemmapipe.engine.Engine.generate`), in order (``batch_size`` is accepted for the engines' common
         signature; records decode one at a time). Raises :class:`gemmapipe.decoding.Cancelled` when ``cancel`` is set."""
-        if schema.copied and (sources is None or len(sources) != len(prompts)):
-            raise ValueError(
-                f"properties {', '.join(schema.copied)} are copied from the input: give one source text per prompt"
-            )
+        requests = check_requests(requests, schema)
         guidance = self.tokenizer.guidance
         results = []
-        for index, prompt in enumerate(prompts):
+        for request in requests:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            ids, refused = encode_within_limit(self.tokenizer, prompt, max_input_tokens)
+            ids, refused = encode_within_limit(self.tokenizer, request.prompt, max_input_tokens)
             if refused is not None:
                 results.append(refused)
                 continue
-            matcher = LLMatcher(guidance, schema.grammar_for(sources[index] if sources else None), log_level=0)
+            matcher = LLMatcher(guidance, schema.grammar_for(request.source), log_level=0)
             state = DecodeState(ids, matcher, max_new_tokens, self.tokenizer.stop_ids)
             with self._lock:
                 self._decode(state, cancel)

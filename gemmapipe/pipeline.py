@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .decoding import Cancelled
-from .engine import DEFAULT_MAX_INPUT_TOKENS, Engine, Generation
+from .engine import DEFAULT_MAX_INPUT_TOKENS, Generation
+from .engines import TextEngine
 from .grounding import value_offsets
 from .provenance import record_key
 from .records import InputRecord, LineWriter, RecordError, WriteFailed, excerpt, has_surrogates
@@ -115,7 +116,7 @@ class OutputFailed(Exception):
 
 def run_task(
     task: Task,
-    get_engine: Callable[[], Engine],
+    get_engine: Callable[[], TextEngine],
     records: Iterator[InputRecord | RecordError],
     out: LineWriter,
     errors: LineWriter,
@@ -211,7 +212,7 @@ def run_task(
 
 
 def answer_records(
-    task: Task, engine: Engine, records: list[InputRecord], options: RunOptions, cancel: threading.Event
+    task: Task, engine: TextEngine, records: list[InputRecord], options: RunOptions, cancel: threading.Event
 ) -> dict[int, Generation]:
     """Each record's generation, by line. When generating the batch raises (a tokenizer that refuses a text, a
     plugin's prompt that fails on a record, memory), each record is tried alone: the one that fails becomes an
@@ -219,13 +220,12 @@ def answer_records(
 
     def generate(chosen: list[InputRecord]) -> list[Generation]:
         return engine.generate(
-            [task.prompt(r.text, r.fields) for r in chosen],
+            [task.request(r.text, r.fields) for r in chosen],
             task.compiled,
             max_new_tokens=options.max_new_tokens,
             batch_size=options.batch_size,
             max_input_tokens=options.max_input_tokens,
             cancel=cancel,
-            sources=[task.source(r.text, r.fields) for r in chosen],
         )
 
     try:

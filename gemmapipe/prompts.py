@@ -25,6 +25,21 @@ END_OF_TURN = Special("<end_of_turn>")
 Piece = str | Special
 Prompt = list[Piece]
 
+
+@dataclass(frozen=True)
+class Request:
+    """One record for an engine to answer: its prompt, and its input text (``source``), from which a schema's
+    copied properties (``x-copy-from-input``) take their values. :meth:`gemmapipe.tasks.Task.request` builds both."""
+
+    prompt: Prompt
+    source: str | None = None
+
+
+def as_request(item: Request | Prompt) -> Request:
+    """A :class:`Request`; a bare prompt becomes one without a source."""
+    return item if isinstance(item, Request) else Request(item)
+
+
 #: Version of the layout below; adapters record it and the engine refuses a mismatch.
 PROMPT_FORMAT = "gemma-turns-v1"
 

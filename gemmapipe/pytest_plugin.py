@@ -76,10 +76,9 @@ def gemmapipe_check_task(gemmapipe_env: dict[str, str]) -> Callable[[str, list[s
             adapter, compute_type="int8", store=store, answers=task.model_answers if adapter else None
         ) as engine:
             results = engine.generate(
-                [task.prompt(t) for t in texts],
+                [task.request(t) for t in texts],
                 task.compiled,
                 max_new_tokens=task.max_new_tokens or 256,
-                sources=[task.source(t) for t in texts],
             )
         for result in results:
             assert result.error_type in (None, "output_truncated"), result.error

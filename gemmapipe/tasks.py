@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import PluginError, SchemaError, TaskNotFound
 from .grammar import CompiledSchema, canonical_json, compile_schema, load_schema_text
-from .prompts import Prompt, chat_prompt, describe_schema
+from .prompts import Prompt, Request, chat_prompt, describe_schema
 from .vocabulary import fixed_answers
 
 
@@ -77,8 +77,13 @@ class Task:
 
     def prompt(self, text: str, record: Mapping[str, Any] | None = None) -> Prompt:
         """The prompt for one record (``text`` from the text field; ``record`` the whole JSON object if any)."""
+        return self.request(text, record).prompt
+
+    def request(self, text: str, record: Mapping[str, Any] | None = None) -> Request:
+        """What an engine answers for one record: its prompt and its source text (:meth:`prompt`, :meth:`source`)."""
+        source = self.source(text, record)
         shots = [(t, canonical_json(v, self.schema)) for t, v in self.examples]
-        return chat_prompt(self.instruction, self.source(text, record), shots)
+        return Request(chat_prompt(self.instruction, source, shots), source)
 
     def with_examples(self, examples: list[tuple[str, Any]]) -> Task:
         return replace(self, examples=tuple(examples))

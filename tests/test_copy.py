@@ -10,7 +10,7 @@ from llguidance import LLMatcher
 
 from gemmapipe.errors import SchemaError
 from gemmapipe.grammar import COPY_KEYWORD, compile_schema, copy_pieces, string_kind
-from gemmapipe.prompts import chat_prompt
+from gemmapipe.prompts import Request, chat_prompt
 
 COPIED = {"type": "string", COPY_KEYWORD: True}
 SCHEMA = {"type": "object", "properties": {"vendor": COPIED, "n": {"type": "integer", "minimum": 0, "maximum": 9},
@@ -32,7 +32,7 @@ def copied_answers(tiny_engine, schema: dict, texts: list[str]):
     """The random model's answers to ``texts`` under ``schema``, each checked: valid, and every copied value a run
     of its own record (or null, where the property is ``["string", "null"]``)."""
     compiled = compile_schema(schema)
-    results = tiny_engine.generate([chat_prompt("Extract.", t) for t in texts], compiled, max_new_tokens=200, sources=texts)
+    results = tiny_engine.generate([Request(chat_prompt("Extract.", t), t) for t in texts], compiled, max_new_tokens=200)
     for text, result in zip(texts, results):
         assert result.ok, result.error
         for name in compiled.copied:
@@ -71,7 +71,9 @@ def test_the_checker_above_rejects_what_is_not_a_run():
 def test_sources_are_required_for_a_copying_schema(tiny_engine):
     compiled = compile_schema(SCHEMA)
     with pytest.raises(ValueError, match="copied from the input"):
-        tiny_engine.generate([chat_prompt("Extract.", "x")], compiled)
+        tiny_engine.generate([chat_prompt("Extract.", "x")], compiled)  # a bare prompt has no source
+    with pytest.raises(ValueError, match="copied from the input"):
+        tiny_engine.generate([Request(chat_prompt("Extract.", "x"))], compiled)
     with pytest.raises(ValueError, match="copied from the input"):
         compiled.grammar_for(None)
     plain = compile_schema({**SCHEMA, "properties": {"n": SCHEMA["properties"]["n"]}, "required": ["n"]})
@@ -132,8 +134,8 @@ def test_no_run_matching_the_pattern_gives_an_error_result(tiny_engine):
     """A record whose text has no run that matches is answered with a grammar error, not a wrong value."""
     schema = {"type": "object", "properties": {"total": {**COPIED, "pattern": PRICE}}, "required": ["total"],
               "additionalProperties": False}
-    [result] = tiny_engine.generate([chat_prompt("Extract.", "no price here")], compile_schema(schema),
-                                    sources=["no price here"])
+    [result] = tiny_engine.generate([Request(chat_prompt("Extract.", "no price here"), "no price here")],
+                                    compile_schema(schema))
     assert not result.ok and result.error_type == "grammar_error", result
 
 

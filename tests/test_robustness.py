@@ -64,10 +64,10 @@ def test_every_line_gets_exactly_one_answer_in_input_order(tiny_engine, lines, e
 def test_a_record_whose_generation_raises_becomes_an_error_record_and_the_rest_are_answered(tiny_engine, monkeypatch):
     real = tiny_engine.generate
 
-    def generate(prompts, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if any("POISON" in piece for prompt in prompts for piece in prompt if isinstance(piece, str)):
+    def generate(requests, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if any("POISON" in piece for r in requests for piece in r.prompt if isinstance(piece, str)):
             raise RuntimeError("the tokenizer refused the text")
-        return real(prompts, *args, **kwargs)
+        return real(requests, *args, **kwargs)
 
     monkeypatch.setattr(tiny_engine, "generate", generate)
     data = b"".join(json.dumps({"text": t, "id": i}).encode() + b"\n" for i, t in enumerate(["a", "b POISON", "c", "d"]))

@@ -525,7 +525,7 @@ def test_torch_decoding_answers_as_the_engine_does(tiny_store, tiny_engine):
         assert len(answers) == len(texts) and all(task.compiled.errors(a.value) == [] for a in valid)
         truncated = [a for a in answers if a.error_type == "output_truncated"]
         assert len(valid) + len(truncated) == len(texts)  # a random model may ramble up to the limit, nothing else
-        engine = tiny_engine.generate([task.prompt(t) for t in texts], task.compiled, max_new_tokens=40, sources=texts)
+        engine = tiny_engine.generate([task.request(t) for t in texts], task.compiled, max_new_tokens=40)
         same = sum(a.text == b.text for a, b in zip(answers, engine))
         assert same >= len(texts) - 1, [(a.text, b.text) for a, b in zip(answers, engine)]
 
