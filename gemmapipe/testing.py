@@ -1,4 +1,5 @@
-"""Test helpers: a tiny, randomly initialised Gemma 3 that runs through the real conversion and engine path.
+"""Test helpers: a tiny, randomly initialised Gemma 3 that runs through the real conversion and engine path, and a
+:class:`FakeEngine` for tests of what surrounds an engine.
 
 Plugin authors get these through the ``gemmapipe`` pytest plugin (fixtures ``gemmapipe_tiny_model`` and
 ``gemmapipe_runner``); see :mod:`gemmapipe.pytest_plugin`. Needs torch and transformers (test extras).
@@ -6,7 +7,17 @@ Plugin authors get these through the ``gemmapipe`` pytest plugin (fixtures ``gem
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .grammar import canonical_json
+from .prompts import Prompt, Request
+
+if TYPE_CHECKING:
+    from .engine import Generation
+    from .grammar import CompiledSchema
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 
@@ -77,3 +88,71 @@ def build_tiny_gemma(out_dir: Path, seed: int = 0, sliding_window: int = 512) ->
         model.model.embed_tokens.weight.mul_(20.0)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     return out_dir
+
+
+class FakeEngine:
+    """An engine without a model, for fast tests of what surrounds one (the pipe, records, the CLI, a plugin's
+    commands): it meets :class:`gemmapipe.engines.TextEngine` and answers each request with ``answer(request)``.
+
+    An answer is held to the schema as a real engine's is (a value that breaks it becomes a ``schema_violation``
+    generation), and a prompt longer than ``max_input_tokens`` is refused as ``input_too_long``, counting one token
+    per character (a real tokenizer gives fewer). ``answer`` may raise, as a real engine may on a bad record. The
+    engine's own decoding is tested on the tiny random model (:func:`build_tiny_gemma`), not here.
+
+        engine = FakeEngine(lambda request: {"label": "spam"})
+        monkeypatch.setattr("gemmapipe.engines.load_engine", lambda *a, **k: engine)  # the CLI uses it now
+    """
+
+    def __init__(self, answer: Callable[[Request], Any]) -> None:
+        self.answer = answer
+        #: every request answered so far, in order (what a test can look at)
+        self.requests: list[Request] = []
+        self.closed = False
+
+    def generate(
+        self,
+        requests: Sequence[Request | Prompt],
+        schema: CompiledSchema,
+        max_new_tokens: int = 256,
+        batch_size: int = 16,
+        max_input_tokens: int = 4096,
+        cancel: threading.Event | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[Generation]:
+        from .decoding import Cancelled
+        from .engine import Generation, check_requests
+
+        results = []
+        for request in check_requests(requests, schema):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            self.requests.append(request)
+            length = sum(len(p) if isinstance(p, str) else 1 for p in request.prompt)
+            if length > max_input_tokens:
+                message = f"the input is {length} tokens long; the limit is {max_input_tokens}"
+                results.append(Generation(None, "", message, "input_too_long", prompt_tokens=length))
+                continue
+            value = self.answer(request)
+            text = canonical_json(value, schema.schema)
+            problems = schema.errors(value)
+            counts: dict[str, Any] = {"prompt_tokens": length, "output_tokens": len(text), "batch_size": len(requests)}
+            if problems:
+                results.append(
+                    Generation(
+                        None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts
+                    )
+                )
+            else:
+                results.append(Generation(value, text, **counts))
+        if on_progress is not None:
+            on_progress(len(results))
+        return results
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> FakeEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
