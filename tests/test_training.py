@@ -211,7 +211,7 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
     assert all(p["output"]["label"] in ("spam", "ham") for p in predictions)
     unwritable = gemmapipe_run(["eval", "--schema", str(schema), "--kind", "classify", "--data", str(data),
                                 "--predictions", str(tmp_path / "no-such-dir" / "p.jsonl")])
-    assert unwritable.exit_code != 0 and "cannot write --predictions" in unwritable.stderr and "Traceback" not in unwritable.output
+    assert unwritable.exit_code == 2 and "cannot write --predictions" in unwritable.stderr and "Traceback" not in unwritable.output
     assert report["records"] == 24 and report["schema_validity_rate"] == 1.0
     assert report["field_in_text"] == {}  # a class label is not looked for in the text
     assert report["field_exact_match"]["label"] > 0.6
@@ -222,7 +222,7 @@ def test_train_and_eval_commands(gemmapipe_run, tmp_path):
     assert more.exit_code == 0, more.output
     assert json.loads((tmp_path / "more" / METADATA).read_text())["hyperparameters"]["rank"] == 4  # the adapter's own
     clash = gemmapipe_run(common + ["--out", str(tmp_path / "clash"), "--init-adapter", str(tmp_path / "ad"), "--rank", "8"])
-    assert clash.exit_code != 0 and "leave out --rank" in clash.stderr and "Traceback" not in clash.output
+    assert clash.exit_code == 2 and "leave out --rank" in clash.stderr and "Traceback" not in clash.output
 
 
 def test_eval_puts_the_examples_in_every_prompt(gemmapipe_run, tmp_path, monkeypatch):
