@@ -117,3 +117,17 @@ def test_without_ray_the_command_names_the_extra(gemmapipe_run, monkeypatch, tmp
     (tmp_path / "in.txt").write_text("x\n")
     result = gemmapipe_run(["ray", "classify", "-s", "banking77", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2 and "pip install 'gemmapipe[ray]'" in result.output
+
+
+def test_a_shell_expanded_glob_after_input_gives_every_file(gemmapipe_run, monkeypatch, tmp_path):
+    """`--input receipts/*.jsonl` reaches the command as one --input and more arguments: all of them are inputs."""
+    from gemmapipe.default_plugins import ray_commands
+
+    seen = {}
+    monkeypatch.setattr(ray_commands, "run_on_ray", lambda obj, kind, options: seen.update(options) or 0)
+    files = [str(tmp_path / f"{n}.jsonl") for n in "abc"]
+    result = gemmapipe_run(["ray", "classify", "-s", "banking77", "--input", *files, "--output", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert [str(f) for f in seen["inputs"]] == files
+    none = gemmapipe_run(["ray", "classify", "-s", "banking77", "--output", str(tmp_path / "o")])
+    assert none.exit_code == 2 and "no input files" in none.output

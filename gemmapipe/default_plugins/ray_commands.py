@@ -123,7 +123,7 @@ def register_commands(cli: click.Group) -> None:
 
         \b
         One subcommand per task kind, as for the pipe:
-          gemmapipe ray extract --schema invoice --input receipts/*.jsonl --output out/ --actors 4
+          gemmapipe ray extract --schema invoice --output out/ --actors 4 receipts/*.jsonl
         Local cluster by default; --address joins an existing one (each node prepares the model on first use, or
         share a cache folder with --cache-dir).
         """
@@ -141,10 +141,10 @@ def _kind_command(kind: str, help_text: str) -> click.Command:
     @click.option(
         "--input",
         "inputs",
-        required=True,
         multiple=True,
         type=click.Path(dir_okay=False, path_type=Path),
-        help="An input file of lines (repeatable; the shell expands globs).",
+        help="An input file of lines (repeatable). Files can also follow the options: --input receipts/*.jsonl, "
+        "which the shell expands into one --input and more arguments, takes them all.",
     )
     @click.option(
         "--output",
@@ -188,11 +188,15 @@ def _kind_command(kind: str, help_text: str) -> click.Command:
     @click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True)
     @click.option("--max-tokens", type=click.IntRange(1), default=None)
     @click.option("--compute-type", default="int8", show_default=True)
+    @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
     @click.pass_obj
     def command(obj: dict[str, Any], **options: Any) -> None:
         from ..cli import fail
         from ..errors import GemmapipeError
 
+        options["inputs"] = (*options["inputs"], *options.pop("files"))
+        if not options["inputs"]:
+            raise click.UsageError("no input files: give --input FILE (repeatable) or the files after the options")
         try:
             code = run_on_ray(obj, kind, options)
         except GemmapipeError as exc:
