@@ -10,6 +10,9 @@ This module and :mod:`gemmapipe.decoding` are the only ones that touch ``ctransl
     schema = compile_schema({"type": "object", ...})
     results = engine.generate([chat_prompt("Extract ...", text)], schema)
     results[0].value                             # a dict that validates against the schema, or None
+
+A schema whose properties copy from the input (``x-copy-from-input``) needs each record's text as well: pass
+:class:`gemmapipe.prompts.Request` objects (``Request(prompt, source)``; a task's ``request(text)`` builds one).
 """
 
 from __future__ import annotations
