@@ -703,9 +703,7 @@ class _TrainingRun:
             "copy_rates": rates,  # extract tasks: per string field, how often its training labels are runs of the text
             "advice": notes,
             "train_seconds": round(state.train_seconds, 3),  # over every run that resumed this one
-            "seconds_per_epoch": round(state.train_seconds / max(1e-9, step / self.steps_per_epoch), 3)
-            if step
-            else None,
+            "seconds_per_epoch": round(state.train_seconds * self.steps_per_epoch / step, 3) if step else None,
             "device": self.device,
             "precision": self.precision,
             "epochs_total": self.epoch_offset + step / self.steps_per_epoch,  # of this data, with the runs it continues
