@@ -138,14 +138,23 @@ def finish_generation(
         value = json.loads(text)
     except json.JSONDecodeError as exc:  # the grammar should make this impossible; never pass it on
         return Generation(None, text, f"the answer is not valid JSON: {exc}", "schema_violation", **counts)
+    confidence = None
+    if scored and isinstance(value, dict) and len(state.logprobs) == len(state.accepted):
+        confidence = field_confidence(text, state.accepted, state.logprobs, tokenizer.decode)
+    return schema_checked(value, text, schema, counts, confidence)
+
+
+def schema_checked(
+    value: Any, text: str, schema: CompiledSchema, counts: dict[str, Any], confidence: dict[str, float] | None = None
+) -> Generation:
+    """The :class:`Generation` of an answer ``value`` (written as ``text``): itself when it validates against
+    ``schema``, else a ``schema_violation`` naming what it breaks. Every engine's answers end here, so none is passed
+    on unchecked. ``counts``: the Generation's token and batch counts."""
     problems = schema.errors(value)
     if problems:
         return Generation(
             None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts
         )
-    confidence = None
-    if scored and isinstance(value, dict) and len(state.logprobs) == len(state.accepted):
-        confidence = field_confidence(text, state.accepted, state.logprobs, tokenizer.decode)
     return Generation(value, text, **counts, confidence=confidence)
 
 

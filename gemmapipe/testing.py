@@ -120,7 +120,7 @@ class FakeEngine:
         on_progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
         from .decoding import Cancelled
-        from .engine import Generation, check_requests
+        from .engine import Generation, check_requests, schema_checked
 
         results = []
         for request in check_requests(requests, schema):
@@ -134,16 +134,8 @@ class FakeEngine:
                 continue
             value = self.answer(request)
             text = canonical_json(value, schema.schema)
-            problems = schema.errors(value)
-            counts: dict[str, Any] = {"prompt_tokens": length, "output_tokens": len(text), "batch_size": len(requests)}
-            if problems:
-                results.append(
-                    Generation(
-                        None, text, "the answer breaks the schema: " + "; ".join(problems), "schema_violation", **counts
-                    )
-                )
-            else:
-                results.append(Generation(value, text, **counts))
+            counts = {"prompt_tokens": length, "output_tokens": len(text), "batch_size": len(requests)}
+            results.append(schema_checked(value, text, schema, counts))
         if on_progress is not None:
             on_progress(len(results))
         return results
