@@ -498,9 +498,7 @@ class _TrainingRun:
                 *(checkpoint.with_name(checkpoint.name + s) for s in (".tmp", ".old")),
             ):
                 shutil.rmtree(stale, ignore_errors=True)
-            self.state = RunState()
-        else:
-            self.state = saved
+        self.state = saved if saved is not None else RunState()
         if saved is not None:
             model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
         elif init_adapter is not None:
@@ -581,7 +579,7 @@ class _TrainingRun:
                 release_free_memory()
             stop_early = False
             if self.data.dev_set and (step % self.eval_every == 0 or step == self.total):
-                stop_early = self._dev_check(step, on_dev)
+                stop_early = self._check_dev(step, on_dev)
             interrupted = should_stop is not None and should_stop()
             state.train_seconds += time.monotonic() - started
             started = time.monotonic()
@@ -616,7 +614,7 @@ class _TrainingRun:
             epoch_set = swapped_examples(self.task, self.tokenizer, data.train, swapped, config.max_tokens)
         return _batches(epoch_set, config.batch_size, random.Random(config.seed + self.epoch_offset + epoch))
 
-    def _dev_check(self, step: int, on_dev: Callable[[dict[str, Any]], None] | None) -> bool:
+    def _check_dev(self, step: int, on_dev: Callable[[dict[str, Any]], None] | None) -> bool:
         """Check on the dev set; keep the weights if best. True: the checks stopped improving (stop early)."""
         state = self.state
         check = _dev_check(
