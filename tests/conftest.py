@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,17 @@ from gemmapipe.engine import Engine
 from gemmapipe.models import BaseSource, ModelStore
 
 REPO = Path(__file__).resolve().parent.parent
+#: the two-label schema the CLI and pipe tests classify with
+LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham"]}}, "required": ["label"],
+                "additionalProperties": False}
+
+
+@pytest.fixture
+def label_schema(tmp_path: Path) -> str:
+    """A JSON Schema file of :data:`LABEL_SCHEMA`; its path."""
+    path = tmp_path / "label.json"
+    path.write_text(json.dumps(LABEL_SCHEMA))
+    return str(path)
 
 
 @pytest.fixture(scope="session")

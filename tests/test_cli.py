@@ -18,13 +18,6 @@ LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham
                 "additionalProperties": False}
 
 
-@pytest.fixture
-def label_schema(tmp_path):
-    path = tmp_path / "label.json"
-    path.write_text(json.dumps(LABEL_SCHEMA))
-    return str(path)
-
-
 def test_version_and_help(gemmapipe_run):
     import click
 

@@ -6,6 +6,7 @@ schema, an engine that raises, answers that differ by record. The engine itself 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,10 +14,6 @@ from hypothesis import strategies as st
 
 from gemmapipe.prompts import Request
 from gemmapipe.testing import FakeEngine
-
-LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham"]}}, "required": ["label"],
-                "additionalProperties": False}
-
 
 def label_of(request: Request) -> dict:
     """'spam' for a record whose text holds 'win', else 'ham' (what the fake engine answers)."""
@@ -31,22 +28,13 @@ def fake(monkeypatch):
     return engine
 
 
-@pytest.fixture
-def label_schema(tmp_path):
-    path = tmp_path / "label.json"
-    path.write_text(json.dumps(LABEL_SCHEMA))
-    return str(path)
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(st.text(alphabet="winxy \t", min_size=1, max_size=12).filter(str.strip), min_size=1, max_size=40))
-def test_each_answer_reaches_stdout_in_input_order(gemmapipe_run, monkeypatch, tmp_path_factory, texts):
+def test_each_answer_reaches_stdout_in_input_order(gemmapipe_run, monkeypatch, label_schema, texts):
     engine = FakeEngine(label_of)
     monkeypatch.setattr("gemmapipe.engines.load_engine", lambda *args, **kwargs: engine)
-    schema = tmp_path_factory.mktemp("s") / "label.json"
-    schema.write_text(json.dumps(LABEL_SCHEMA))
     lines = "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts))
-    result = gemmapipe_run(["classify", "--schema", str(schema), "--envelope", "--batch-size", "3"], input=lines)
+    result = gemmapipe_run(["classify", "--schema", label_schema, "--envelope", "--batch-size", "3"], input=lines)
     assert result.exit_code == 0, result.stderr
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["id"] for o in out] == list(range(len(texts)))
@@ -85,5 +73,6 @@ def test_the_fake_engine_refuses_what_a_real_one_refuses(label_schema):
                               "required": ["n"], "additionalProperties": False})
     with pytest.raises(ValueError, match="copied from the input"):
         engine.generate([["no source"]], copying)
-    [long] = engine.generate([Request(["x" * 50], "x" * 50)], compile_schema(LABEL_SCHEMA), max_input_tokens=10)
+    labels = compile_schema(json.loads(Path(label_schema).read_text()))
+    [long] = engine.generate([Request(["x" * 50], "x" * 50)], labels, max_input_tokens=10)
     assert long.error_type == "input_too_long" and not long.ok

@@ -12,16 +12,7 @@ import time
 
 import pytest
 
-LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["spam", "ham"]}}, "required": ["label"],
-                "additionalProperties": False}
 COMMAND = [sys.executable, "-m", "gemmapipe.cli"]
-
-
-@pytest.fixture
-def schema_file(tmp_path):
-    path = tmp_path / "label.json"
-    path.write_text(json.dumps(LABEL_SCHEMA))
-    return str(path)
 
 
 @pytest.fixture
@@ -44,10 +35,10 @@ def mixed_lines(n: int, seed: int = 0) -> tuple[bytes, int]:
     return b"\n".join(lines) + b"\n", good
 
 
-def test_ten_thousand_mixed_lines_all_accounted_for(env, schema_file, tmp_path):
+def test_ten_thousand_mixed_lines_all_accounted_for(env, label_schema, tmp_path):
     data, good = mixed_lines(10_000)
     errors_path = tmp_path / "errors.jsonl"
-    proc = subprocess.run(COMMAND + ["classify", "-s", schema_file, "--format", "json", "--envelope", "--errors", str(errors_path),
+    proc = subprocess.run(COMMAND + ["classify", "-s", label_schema, "--format", "json", "--envelope", "--errors", str(errors_path),
                                      "--batch-size", "32"], input=data, capture_output=True, env=env, timeout=900)
     assert proc.returncode == 1, proc.stderr.decode()[-2000:]
     results = [json.loads(line) for line in proc.stdout.decode().splitlines()]
@@ -61,10 +52,10 @@ def test_ten_thousand_mixed_lines_all_accounted_for(env, schema_file, tmp_path):
     assert f"10,000 records: {good:,} ok, {10_000 - good:,} failed" in proc.stderr.decode()
 
 
-def test_head_closes_the_pipe_quietly(env, schema_file, tmp_path):
+def test_head_closes_the_pipe_quietly(env, label_schema, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("".join(f"line {i}\n" for i in range(3000)))
-    shell = f"{' '.join(COMMAND)} classify -s {schema_file} --format text {source} 2>{tmp_path / 'err'} | head -1; echo \"rc=${{PIPESTATUS[0]}}\""
+    shell = f"{' '.join(COMMAND)} classify -s {label_schema} --format text {source} 2>{tmp_path / 'err'} | head -1; echo \"rc=${{PIPESTATUS[0]}}\""
     proc = subprocess.run(["bash", "-c", shell], capture_output=True, env=env, timeout=300, text=True)
     first, rc = proc.stdout.splitlines()
     assert json.loads(first)["label"] in ("spam", "ham")
@@ -73,12 +64,12 @@ def test_head_closes_the_pipe_quietly(env, schema_file, tmp_path):
     assert "Traceback" not in stderr and "Exception" not in stderr
 
 
-def test_sigint_stops_promptly_with_valid_output(env, schema_file, tmp_path):
+def test_sigint_stops_promptly_with_valid_output(env, label_schema, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("".join(f"line number {i}\n" for i in range(20000)))
     out_path = tmp_path / "out.jsonl"
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen(COMMAND + ["classify", "-s", schema_file, "--format", "text", str(source)],
+        proc = subprocess.Popen(COMMAND + ["classify", "-s", label_schema, "--format", "text", str(source)],
                                 stdout=out, stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + 120
         while out_path.stat().st_size == 0 and time.monotonic() < deadline:
@@ -97,14 +88,14 @@ def test_sigint_stops_promptly_with_valid_output(env, schema_file, tmp_path):
     assert next_line == len(lines) + 1  # resuming there loses and repeats nothing
 
 
-def test_non_utf8_input_becomes_error_records(env, schema_file):
+def test_non_utf8_input_becomes_error_records(env, label_schema):
     data = "ok line\n".encode() + "caf\xe9 latin-1\n".encode("latin-1") + b"another\n"
-    proc = subprocess.run(COMMAND + ["classify", "-s", schema_file, "--format", "text"], input=data, capture_output=True, env=env, timeout=120)
+    proc = subprocess.run(COMMAND + ["classify", "-s", label_schema, "--format", "text"], input=data, capture_output=True, env=env, timeout=120)
     assert proc.returncode == 1
     assert len(proc.stdout.splitlines()) == 2
     error = json.loads(next(line for line in proc.stderr.decode().splitlines() if line.startswith("{")))
     assert error["line"] == 2 and error["error"] == "invalid_encoding" and "--encoding" in error["hint"]
-    proc = subprocess.run(COMMAND + ["classify", "-s", schema_file, "--format", "text", "--encoding", "latin-1"], input=data,
+    proc = subprocess.run(COMMAND + ["classify", "-s", label_schema, "--format", "text", "--encoding", "latin-1"], input=data,
                           capture_output=True, env=env, timeout=120)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3
 
