@@ -35,3 +35,8 @@ def read_jsonl(path: Path) -> list[dict]:
 def committed_split(folder: str, split: str) -> list[dict]:
     """A committed dataset of ``recipes/<folder>/`` (``train`` or ``test``), as the recipe scripts write it."""
     return read_jsonl(RECIPES / folder / f"{split}.jsonl")
+
+
+def committed_splits(folder: str) -> tuple[list[dict], list[dict]]:
+    """Both committed datasets of ``recipes/<folder>/``, ``(train, test)``: what a recipe's ``generate()`` returns."""
+    return committed_split(folder, "train"), committed_split(folder, "test")
