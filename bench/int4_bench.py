@@ -1,4 +1,4 @@
-"""int4 (ONNX Runtime GenAI) against int8 (CTranslate2) in the same run: prints figures, never asserts.
+"""int4 (llama.cpp) against int8 (CTranslate2) in the same run: prints figures, never asserts.
 
     python bench/int4_bench.py [--tasks invoice,banking77,redact,log-severity,logline] [--limit 60] [--json]
 
@@ -6,8 +6,9 @@ For each task, on an even sample of ``--limit`` records of its test split (bench
 the task's own adapter:
 
 - accuracy: ``gemmapipe eval --compute-type int4`` and ``int8`` (mean field exact match; accuracy for classifiers);
-- records/s through the real CLI pipe, batched (``--batch-size 16``) and single-stream (``--batch-size 1``, one record
-  at a time as ``tail -f`` gives them); int4 decodes one record at a time either way;
+- records/s through the real CLI pipe given the whole sample at once (default options);
+- single-stream latency: the pipe is given one record, its answer is awaited, then the next (as ``tail -f`` gives
+  them); the median seconds from a record written to its answer, after one record that warms the process up;
 - first-record latency: wall seconds of ``head -1 | gemmapipe ...`` with the model prepared (median of three);
 - peak RSS of the pipe (its own, via wait4) and the prepared model's size on disk.
 
@@ -33,9 +34,8 @@ from accuracy_bench import TEST_SPLITS, even_sample  # noqa: E402
 from throughput import KINDS  # noqa: E402
 
 
-def pipe(task: str, data: Path, compute_type: str, batch_size: int) -> dict:
-    command = [sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", "--compute-type", compute_type,
-               "--batch-size", str(batch_size), str(data)]
+def pipe(task: str, data: Path, compute_type: str) -> dict:
+    command = [sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", "--compute-type", compute_type, str(data)]
     start = time.perf_counter()
     with open(os.devnull, "wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.DEVNULL)
@@ -43,6 +43,38 @@ def pipe(task: str, data: Path, compute_type: str, batch_size: int) -> dict:
     seconds = time.perf_counter() - start
     records = len(data.read_text(encoding="utf-8").splitlines())
     return {"records_per_second": records / seconds, "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": os.waitstatus_to_exitcode(status)}
+
+
+def single_stream(task: str, data: Path, compute_type: str) -> dict:
+    """Feed the pipe one record at a time, each after the previous one's answer (stdout) or error record (stderr)."""
+    import queue
+    import threading
+
+    lines = data.read_text(encoding="utf-8").splitlines()
+    command = [sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", "--compute-type", compute_type]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    answers: queue.Queue[str] = queue.Queue()
+
+    def collect(stream, only_json: bool) -> None:
+        for line in stream:
+            if not only_json or line.startswith("{"):
+                answers.put(line)
+
+    for stream, only_json in ((process.stdout, False), (process.stderr, True)):
+        threading.Thread(target=collect, args=(stream, only_json), daemon=True).start()
+    latencies = []
+    for index, line in enumerate([lines[0]] + lines):  # the first one warms up (the model is loaded by then)
+        start = time.perf_counter()
+        process.stdin.write(line + "\n")
+        process.stdin.flush()
+        answers.get(timeout=300)
+        if index:
+            latencies.append(time.perf_counter() - start)
+    process.stdin.close()
+    _, status, usage = os.wait4(process.pid, 0)
+    return {"median_s": statistics.median(latencies), "mean_s": statistics.mean(latencies),
+            "records_per_second": len(latencies) / sum(latencies), "peak_rss_mb": round(usage.ru_maxrss / 1024),
+            "exit": os.waitstatus_to_exitcode(status)}
 
 
 def first_record(task: str, data: Path, compute_type: str) -> float:
@@ -63,10 +95,13 @@ def accuracy(task: str, data: Path, compute_type: str) -> float:
 
 
 def model_size_mb(task: str, compute_type: str) -> float:
+    """What a run of ``task`` reads from disk: int8, the task's own CTranslate2 folder (the base merged in); int4, the
+    base GGUF folder plus the task's GGUF LoRA (applied at run time)."""
     done = subprocess.run([sys.executable, "-m", "gemmapipe", "prepare", "--task", task, "--compute-type", compute_type],
                           capture_output=True, text=True, check=True)
-    folder = Path(done.stdout.strip().splitlines()[-1].split(": ", 1)[1])
-    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6, 1)
+    paths = [Path(line.split(": ", 1)[1]) for line in done.stdout.strip().splitlines()]
+    used = paths if compute_type == "int4" else paths[-1:]
+    return round(sum(f.stat().st_size for p in used for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()) / 1e6, 1)
 
 
 def main() -> None:
@@ -86,8 +121,8 @@ def main() -> None:
             for compute_type in ("int8", "int4"):
                 figures = {"model_mb": model_size_mb(task, compute_type)}  # prepares it, before anything is timed
                 figures["accuracy"] = accuracy(task, data, compute_type)
-                figures["batched"] = pipe(task, data, compute_type, 16)
-                figures["single_stream"] = pipe(task, data, compute_type, 1)
+                figures["batched"] = pipe(task, data, compute_type)
+                figures["single_stream"] = single_stream(task, data, compute_type)
                 figures["first_record_s"] = first_record(task, data, compute_type)
                 entry[compute_type] = figures
             results[task] = entry
@@ -105,6 +140,8 @@ def show(task: str, entry: dict) -> None:
         print(f"  records/s {mode}: {a[mode]['records_per_second']:.2f} -> {b[mode]['records_per_second']:.2f} "
               f"({b[mode]['records_per_second'] / a[mode]['records_per_second']:.2f}x); peak RSS {a[mode]['peak_rss_mb']} -> "
               f"{b[mode]['peak_rss_mb']} MB ({b[mode]['peak_rss_mb'] / a[mode]['peak_rss_mb']:.2f}x)")
+    x, y = a["single_stream"]["median_s"], b["single_stream"]["median_s"]
+    print(f"  single-stream latency (median a record): {x:.2f} -> {y:.2f} s ({y / x:.2f}x)")
     print(f"  first record {a['first_record_s']:.2f} -> {b['first_record_s']:.2f} s ({b['first_record_s'] / a['first_record_s']:.2f}x); "
           f"model on disk {a['model_mb']} -> {b['model_mb']} MB", flush=True)
 

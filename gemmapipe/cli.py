@@ -562,11 +562,9 @@ def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str,
         store.base_dir()
 
         def prepared(adapter: Any, answers: Any = None) -> Path:
-            return (
-                store.onnx_int4_dir(adapter)
-                if compute_type == "int4"
-                else store.ctranslate2_dir(adapter, compute_type, answers)
-            )
+            if compute_type != "int4":
+                return store.ctranslate2_dir(adapter, compute_type, answers)
+            return store.gguf_lora(adapter) if adapter else store.gguf_base_dir()
 
         click.echo(f"base model: {prepared(None)}")
         if base_only:

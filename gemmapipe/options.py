@@ -63,7 +63,7 @@ def engine_options(f: F) -> F:
                 "--compute-type",
                 default="int8",
                 show_default=True,
-                help=f"One of {', '.join(COMPUTE_TYPES)} (CTranslate2), or int4 (ONNX Runtime GenAI: pip install 'gemmapipe[int4]').",
+                help=f"One of {', '.join(COMPUTE_TYPES)} (CTranslate2), or int4 (llama.cpp: pip install 'gemmapipe[int4]').",
             ),
         ],
         f,

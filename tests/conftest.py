@@ -37,6 +37,17 @@ def tiny_engine(tiny_store: ModelStore) -> Engine:
 
 
 @pytest.fixture(scope="session")
+def tiny_int4_engine(tiny_store: ModelStore):
+    """The tiny model on the int4 engine (llama.cpp, 4-bit GGUF); skipped without the int4 extra."""
+    pytest.importorskip("llama_cpp")
+    from gemmapipe.llama_engine import LlamaEngine
+
+    engine = LlamaEngine(tiny_store.gguf_base_dir(), threads=1)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
 def tiny_adapter(tiny_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random LoRA adapter of the tiny model (no gemmapipe metadata: a plain PEFT folder)."""
     import torch

@@ -49,11 +49,19 @@ TEXTS = ["Invoice INV-2031 from Acme Corp, total $1,250.00", "hello", "GET /inde
          "TOTAL: 9.00 CASH 10.00 CHANGE 1.00", "x" * 300]
 
 
+@pytest.mark.parametrize("engine", ["tiny_engine", "tiny_int4_engine"])
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
-def test_random_model_output_validates(tiny_engine, name):
+def test_random_model_output_validates(request, engine, name):
+    """On both engines: CTranslate2 (int8 and the rest) and llama.cpp (int4)."""
     compiled = compile_schema(SCHEMAS[name])
-    results = tiny_engine.generate([chat_prompt("Extract.", t) for t in TEXTS], compiled, max_new_tokens=256)
+    results = request.getfixturevalue(engine).generate([chat_prompt("Extract.", t) for t in TEXTS], compiled, max_new_tokens=256)
     assert len(results) == len(TEXTS)
+    if engine == "tiny_int4_engine":
+        # The 4-bit random model loops in some unbounded spots (a time's fraction digits) until the length limit:
+        # an output_truncated error result, never bad JSON. Every answer it finishes is held to the same checks.
+        assert all(r.ok or r.error_type == "output_truncated" for r in results), [r.error for r in results]
+        assert any(r.ok for r in results)
+        results = [r for r in results if r.ok]
     for result in results:
         assert result.ok, f"{name}: {result.error} / {result.text!r}"
         value = json.loads(result.text)
