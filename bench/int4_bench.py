@@ -1,16 +1,17 @@
 """int4 (llama.cpp) against int8 (CTranslate2) in the same run: prints figures, never asserts.
 
-    python bench/int4_bench.py [--tasks invoice,banking77,redact,log-severity,logline] [--limit 60] [--json]
+    python bench/int4_bench.py [--tasks invoice,banking77,redact,log-severity,logline] [--limit N] [--stream-records 20] [--json]
 
-For each task, on an even sample of ``--limit`` records of its test split (bench/accuracy_bench.py's splits), with
-the task's own adapter:
+For each task, on its test split (bench/accuracy_bench.py's splits; ``--limit N``: an even sample of N records), with
+the task's own adapter, int8 then int4:
 
-- accuracy: ``gemmapipe eval --compute-type int4`` and ``int8`` (mean field exact match; accuracy for classifiers);
-- records/s through the real CLI pipe given the whole sample at once (default options);
-- single-stream latency: the pipe is given one record, its answer is awaited, then the next (as ``tail -f`` gives
-  them); the median seconds from a record written to its answer, after one record that warms the process up;
+- accuracy, records/s and peak RSS of ``gemmapipe eval --compute-type T`` on those records (the engine as the pipe
+  runs it: int8 in batches on two replicas, int4 one record at a time; peak RSS of the process, via wait4);
+- single-stream latency: ``gemmapipe KIND --schema TASK`` is given one record, its answer is awaited, then the next (as
+  ``tail -f`` gives them), for the first ``--stream-records`` records after one that warms the process up: the median
+  and mean seconds from a record written to its answer, and the pipe's peak RSS;
 - first-record latency: wall seconds of ``head -1 | gemmapipe ...`` with the model prepared (median of three);
-- peak RSS of the pipe (its own, via wait4) and the prepared model's size on disk.
+- the prepared model's size on disk.
 
 Ratios are int4 / int8. The machine is shared and noisy: read the ratios.
 """
@@ -34,23 +35,12 @@ from accuracy_bench import TEST_SPLITS, even_sample  # noqa: E402
 from throughput import KINDS  # noqa: E402
 
 
-def pipe(task: str, data: Path, compute_type: str) -> dict:
-    command = [sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", "--compute-type", compute_type, str(data)]
-    start = time.perf_counter()
-    with open(os.devnull, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    records = len(data.read_text(encoding="utf-8").splitlines())
-    return {"records_per_second": records / seconds, "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": os.waitstatus_to_exitcode(status)}
-
-
-def single_stream(task: str, data: Path, compute_type: str) -> dict:
+def single_stream(task: str, data: Path, compute_type: str, records: int) -> dict:
     """Feed the pipe one record at a time, each after the previous one's answer (stdout) or error record (stderr)."""
     import queue
     import threading
 
-    lines = data.read_text(encoding="utf-8").splitlines()
+    lines = data.read_text(encoding="utf-8").splitlines()[:records]
     command = [sys.executable, "-m", "gemmapipe", KINDS[task], "--schema", task, "--no-progress", "--compute-type", compute_type]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     answers: queue.Queue[str] = queue.Queue()
@@ -88,10 +78,17 @@ def first_record(task: str, data: Path, compute_type: str) -> float:
     return statistics.median(times)
 
 
-def accuracy(task: str, data: Path, compute_type: str) -> float:
-    done = subprocess.run([sys.executable, "-m", "gemmapipe", "eval", "--task", task, "--data", str(data), "--json",
-                           "--compute-type", compute_type], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)["mean_field_exact_match"]
+def evaluated(task: str, data: Path, compute_type: str) -> dict:
+    command = [sys.executable, "-m", "gemmapipe", "eval", "--task", task, "--data", str(data), "--json", "--compute-type", compute_type]
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        out.seek(0)
+        report = json.loads(out.read())
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"int4_bench: eval of {task} ({compute_type}) failed")
+    return {"accuracy": report["mean_field_exact_match"], "records_per_second": report["records_per_second"],
+            "peak_rss_mb": round(usage.ru_maxrss / 1024), "errors": report["errors_by_type"], "records": report["records"]}
 
 
 def model_size_mb(task: str, compute_type: str) -> float:
@@ -107,7 +104,8 @@ def model_size_mb(task: str, compute_type: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TEST_SPLITS))
-    parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--limit", type=int, help="An even sample of N test records instead of all.")
+    parser.add_argument("--stream-records", type=int, default=20, help="Records of the single-stream measure.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = {}
@@ -116,13 +114,13 @@ def main() -> None:
             if not TEST_SPLITS[task].exists():
                 print(f"int4_bench: {TEST_SPLITS[task]} is missing; skipped {task}", file=sys.stderr)
                 continue
-            data = even_sample(TEST_SPLITS[task], args.limit, Path(tmp))
-            entry: dict = {"records": args.limit}
+            data = even_sample(TEST_SPLITS[task], args.limit, Path(tmp)) if args.limit else TEST_SPLITS[task]
+            entry: dict = {"records": len(data.read_text(encoding="utf-8").splitlines())}
             for compute_type in ("int8", "int4"):
                 figures = {"model_mb": model_size_mb(task, compute_type)}  # prepares it, before anything is timed
-                figures["accuracy"] = accuracy(task, data, compute_type)
-                figures["batched"] = pipe(task, data, compute_type)
-                figures["single_stream"] = single_stream(task, data, compute_type)
+                figures["batched"] = evaluated(task, data, compute_type)
+                figures["accuracy"] = figures["batched"]["accuracy"]
+                figures["single_stream"] = single_stream(task, data, compute_type, args.stream_records)
                 figures["first_record_s"] = first_record(task, data, compute_type)
                 entry[compute_type] = figures
             results[task] = entry
@@ -135,6 +133,9 @@ def main() -> None:
 def show(task: str, entry: dict) -> None:
     a, b = entry["int8"], entry["int4"]
     print(f"{task} ({entry['records']} test records): int8 -> int4")
+    for name in ("int8", "int4"):
+        if entry[name]["batched"]["errors"]:
+            print(f"  {name} error records: {entry[name]['batched']['errors']}")
     print(f"  accuracy {a['accuracy']:.1%} -> {b['accuracy']:.1%} ({(b['accuracy'] - a['accuracy']) * 100:+.1f} points)")
     for mode in ("batched", "single_stream"):
         print(f"  records/s {mode}: {a[mode]['records_per_second']:.2f} -> {b[mode]['records_per_second']:.2f} "

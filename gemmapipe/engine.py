@@ -38,7 +38,7 @@ from .grounding import field_confidence
 from .memory import release_free_memory
 from .models import BaseSource, ModelStore, check_compute_type
 from .prompts import Prompt, Request, as_request
-from .tokenizer import GemmaTokenizer
+from .tokenizer import GemmaTokenizer, TextTokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_MAX_INPUT_TOKENS = 4096
@@ -113,7 +113,7 @@ def length_batches(
 
 
 def finish_generation(
-    tokenizer: GemmaTokenizer, state: DecodeState, schema: CompiledSchema, batch_size: int, scored: bool = True
+    tokenizer: TextTokenizer, state: DecodeState, schema: CompiledSchema, batch_size: int, scored: bool = True
 ) -> Generation:
     """The :class:`Generation` of a decoded record: its value, or why there is none (any decoder's states).
     ``scored``: the decoder recorded each chosen token's log-probability, so the fields get a confidence."""
@@ -185,7 +185,7 @@ class _AnyEvent:
 
 
 def encode_within_limit(
-    tokenizer: GemmaTokenizer, prompt: Prompt, max_input_tokens: int
+    tokenizer: TextTokenizer, prompt: Prompt, max_input_tokens: int
 ) -> tuple[list[int], Generation | None]:
     """A prompt's token ids, or (``[]`` or the ids, and) the ``input_too_long`` answer of a prompt over the limit.
 

