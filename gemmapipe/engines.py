@@ -1,8 +1,9 @@
 """Which engine runs a compute type, and what every engine offers (:class:`TextEngine`).
 
 CTranslate2 (:class:`gemmapipe.engine.Engine`) runs int8, int8_float32 and float32; llama.cpp
-(:class:`gemmapipe.llama_engine.LlamaEngine`) runs int4, which CTranslate2 cannot run on a CPU. The pipe, ``eval``, the
-Ray integration and plugins load through :func:`load_engine` and never know which one runs.
+(:class:`gemmapipe.llama_engine.LlamaEngine`) runs int4, which CTranslate2 cannot run on a CPU. Each is registered
+through the ``register_engines`` hook (:mod:`gemmapipe.default_plugins.engines`), as a third party's engine would be.
+The pipe, ``eval``, the Ray integration and plugins load through :func:`load_engine` and never know which one runs.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from .models import ModelStore
+from .errors import ComputeTypeError
+from .models import COMPUTE_TYPES, ModelStore, check_compute_type
 
 if TYPE_CHECKING:
     from .engine import Generation
     from .grammar import CompiledSchema
     from .prompts import Prompt, Request
-
-INT4 = "int4"
 
 
 class TextEngine(Protocol):
@@ -48,6 +50,32 @@ class TextEngine(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+class EngineLoader(Protocol):
+    """Loads an engine: prepares the model on first use (cached in ``store``), with ``adapter`` applied if given.
+    ``answers``: every answer the task can give, when they are few (an engine may use them to build a smaller model)."""
+
+    def __call__(
+        self,
+        adapter: Path | None,
+        compute_type: str,
+        threads: int | None,
+        store: ModelStore,
+        answers: Sequence[str] | None,
+    ) -> TextEngine: ...
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """An engine, as a plugin registers it (:func:`gemmapipe.hookspecs.register_engines`): the compute types it runs
+    (``--compute-type``) and how to load it. Built in: CTranslate2 (int8, int8_float32, float32) and llama.cpp (int4)."""
+
+    name: str
+    compute_types: tuple[str, ...]
+    load: EngineLoader
+    description: str = ""
+    plugin: str = ""
+
+
 def load_engine(
     adapter: str | os.PathLike[str] | None = None,
     compute_type: str = "int8",
@@ -55,11 +83,19 @@ def load_engine(
     store: ModelStore | None = None,
     answers: Sequence[str] | None = None,
 ) -> TextEngine:
-    """The engine for ``compute_type``, loaded (and prepared on first use) with ``adapter`` merged in."""
-    if compute_type == INT4:
-        from .llama_engine import LlamaEngine
+    """The engine registered for ``compute_type``, loaded (and prepared on first use) with ``adapter`` applied."""
+    from .plugins import get_plugins
 
-        return LlamaEngine.load(adapter, threads, store=store)
-    from .engine import Engine
-
-    return Engine.load(adapter, compute_type, threads, store=store, answers=answers)
+    engines = get_plugins().registry().engines
+    kind = engines.get(compute_type)
+    if kind is None:
+        choices = f"choose one of: {', '.join(engines) or '(none: the plugins that register engines did not load)'}"
+        if compute_type in {"int4", *COMPUTE_TYPES}:  # a built-in engine disabled or failed to load
+            raise ComputeTypeError(f"no engine runs compute type {compute_type!r}: its plugin is not loaded", choices)
+        try:
+            check_compute_type(compute_type)  # says why where gemmapipe knows why (int16, awq, ...)
+        except ComputeTypeError as exc:
+            if not exc.message.startswith("unknown"):
+                raise
+        raise ComputeTypeError(f"unknown compute type {compute_type!r}", choices)
+    return kind.load(Path(adapter) if adapter else None, compute_type, threads, store or ModelStore(), answers)

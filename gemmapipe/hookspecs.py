@@ -15,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from .engines import EngineKind
     from .tasks import Task, TaskKind
 
 hookspec = pluggy.HookspecMarker("gemmapipe")
@@ -45,6 +46,21 @@ def register_tasks(register: Callable[[Task], None]) -> None:
     :param register: call it with a :class:`gemmapipe.tasks.Task` for every task this plugin adds. Task names
         are global: a name that another plugin also registers is an error that names both plugins. The task's
         ``kind`` must be a registered kind.
+    """
+
+
+@hookspec
+def register_engines(register: Callable[[EngineKind], None]) -> None:
+    """Register engines: each runs some compute types (``--compute-type``) behind
+    :class:`gemmapipe.engines.TextEngine`, so the pipe, ``eval`` and every task use it unchanged.
+
+    Called once per process, when the first engine is loaded. Every implementation is called. A plugin that raises
+    is reported on stderr and its engines are left out.
+
+    :param register: call it with a :class:`gemmapipe.engines.EngineKind` for every engine this plugin adds: its
+        name, its compute types and a loader. A compute type that another plugin also registers is an error that
+        names both plugins. The engine's answers must go through :func:`gemmapipe.engine.schema_checked` (or
+        :func:`gemmapipe.engine.finish_generation`), so that none reaches the user unvalidated.
     """
 
 

