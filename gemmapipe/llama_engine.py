@@ -95,6 +95,14 @@ class LlamaEngine:
         self.model_dir = model_dir
         self.threads = threads or os.cpu_count() or 1
         self.replicas = 1
+        self._model: Any = None
+        self._lora: Any = None
+        self._context: Any = None
+        self._context_tokens = 0
+        self._batch: Any = None
+        #: the tokens whose keys and values the context holds, in order (the last record's prompt and answer)
+        self._cached: list[int] = []
+        self._lock = threading.Lock()
         # A local base's own tokenizer.json (loaded first: its parse peaks high, and frees that before the model
         # loads); else llama.cpp's copy of Gemma 3's vocabulary, in memory with the model
         own_tokenizer = model_dir / "tokenizer.json"
@@ -112,23 +120,18 @@ class LlamaEngine:
                 f"cannot load the int4 model in {model_dir}: {_last_error()}",
                 "delete that cache folder and run `gemmapipe prepare --compute-type int4` again",
             )
-        self._lora = None
         if lora is not None:
             self._lora = llama.llama_adapter_lora_init(self._model, str(lora).encode())
             if not self._lora:
+                reason = _last_error()
                 self.close()
                 raise SetupError(
-                    f"the adapter {lora} does not fit the int4 model: {_last_error()}",
-                    "delete that cache folder and run `gemmapipe prepare --compute-type int4` again",
+                    f"the adapter {lora} does not fit the int4 model: {reason}",
+                    "use an adapter trained on this base model (`gemmapipe train`); if it is one, delete that cache "
+                    "folder so it is converted again",
                 )
         self.tokenizer: TextTokenizer = tokenizer or LlamaVocabulary(llama, self._model, model_dir)
         self.vocab_size = llama.llama_vocab_n_tokens(llama.llama_model_get_vocab(self._model))
-        self._context: Any = None
-        self._context_tokens = 0
-        self._batch: Any = None
-        #: the tokens whose keys and values the context holds, in order (the last record's prompt and answer)
-        self._cached: list[int] = []
-        self._lock = threading.Lock()
 
     @classmethod
     def load(

@@ -177,3 +177,24 @@ def test_a_kept_cache_scores_as_a_fresh_one(tiny_store, monkeypatch):
         assert len(alone) == len(in_a_row[index]) > 0
         for got, want in zip(in_a_row[index], alone):
             np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_an_adapter_that_does_not_fit_is_a_setup_error(tiny_store, tmp_path):
+    """A LoRA whose shapes the model refuses: a SetupError that names the adapter, and nothing left loaded."""
+    import gguf
+    import numpy as np
+
+    from gemmapipe.errors import SetupError
+    from gemmapipe.llama_engine import LlamaEngine
+
+    path = tmp_path / "lora.gguf"
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 8.0)
+    writer.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, 96), dtype=np.float32))  # the model's rows are 64 wide
+    writer.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((64, 4), dtype=np.float32))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+    with pytest.raises(SetupError, match="does not fit") as info:
+        LlamaEngine(tiny_store.gguf_base_dir(), path, threads=1)
+    assert str(path) in info.value.message and "trained on this base model" in info.value.hint
