@@ -555,18 +555,15 @@ def prepare(obj: dict[str, Any], task_names: tuple[str, ...], compute_type: str,
     --compute-type int4: the 4-bit GGUF, and each adapter as a GGUF LoRA applied at run time).
     Safe to run twice (the second run returns at once) and from several processes at once.
     """
+    from .engines import prepare_model
     from .models import ModelStore
 
     try:
         store = ModelStore(obj["cache_dir"], obj["base"])
         registry = get_plugins().registry()
-        if compute_type != "int4":
-            store.base_dir()
 
-        def prepared(adapter: Any, answers: Any = None) -> Path:
-            if compute_type != "int4":
-                return store.ctranslate2_dir(adapter, compute_type, answers)
-            return store.gguf_lora(adapter) if adapter else store.gguf_base_dir()
+        def prepared(adapter: Any, answers: Any = None) -> Path | str:
+            return prepare_model(adapter, compute_type, store, answers) or "(this engine prepares nothing ahead)"
 
         click.echo(f"base model: {prepared(None)}")
         if base_only:

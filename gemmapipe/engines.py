@@ -64,15 +64,26 @@ class EngineLoader(Protocol):
     ) -> TextEngine: ...
 
 
+class EnginePreparer(Protocol):
+    """Prepares an engine's model ahead of its first load (``gemmapipe prepare``, before Ray starts its actors) and
+    returns where it is; each call after the first returns at once."""
+
+    def __call__(
+        self, adapter: Path | None, compute_type: str, store: ModelStore, answers: Sequence[str] | None
+    ) -> Path: ...
+
+
 @dataclass(frozen=True)
 class EngineKind:
     """An engine, as a plugin registers it (:func:`gemmapipe.hookspecs.register_engines`): the compute types it runs
-    (``--compute-type``) and how to load it. Built in: CTranslate2 (int8, int8_float32, float32) and llama.cpp (int4)."""
+    (``--compute-type``), how to load it and, if its model is built on first use, how to build it ahead.
+    Built in: CTranslate2 (int8, int8_float32, float32) and llama.cpp (int4)."""
 
     name: str
     compute_types: tuple[str, ...]
     load: EngineLoader
     description: str = ""
+    prepare: EnginePreparer | None = None
     plugin: str = ""
 
 
@@ -84,6 +95,25 @@ def load_engine(
     answers: Sequence[str] | None = None,
 ) -> TextEngine:
     """The engine registered for ``compute_type``, loaded (and prepared on first use) with ``adapter`` applied."""
+    kind = engine_kind(compute_type)
+    return kind.load(Path(adapter) if adapter else None, compute_type, threads, store or ModelStore(), answers)
+
+
+def prepare_model(
+    adapter: str | os.PathLike[str] | None,
+    compute_type: str,
+    store: ModelStore,
+    answers: Sequence[str] | None = None,
+) -> Path | None:
+    """Build the model ``load_engine`` would load, now; its path, or None for an engine with nothing to build ahead."""
+    kind = engine_kind(compute_type)
+    if kind.prepare is None:
+        return None
+    return kind.prepare(Path(adapter) if adapter else None, compute_type, store, answers)
+
+
+def engine_kind(compute_type: str) -> EngineKind:
+    """The engine registered for ``compute_type``, or a :class:`ComputeTypeError` that says why there is none."""
     from .plugins import get_plugins
 
     engines = get_plugins().registry().engines
@@ -98,4 +128,4 @@ def load_engine(
             if not exc.message.startswith("unknown"):
                 raise
         raise ComputeTypeError(f"unknown compute type {compute_type!r}", choices)
-    return kind.load(Path(adapter) if adapter else None, compute_type, threads, store or ModelStore(), answers)
+    return kind

@@ -58,7 +58,8 @@ def register_engines(register: Callable[[EngineKind], None]) -> None:
     is reported on stderr and its engines are left out.
 
     :param register: call it with a :class:`gemmapipe.engines.EngineKind` for every engine this plugin adds: its
-        name, its compute types and a loader. A compute type that another plugin also registers is an error that
+        name, its compute types, a loader and, if its model is built on first use, a preparer (``gemmapipe
+        prepare`` and the Ray command call it before loading). A compute type that another plugin also registers is an error that
         names both plugins. The engine's answers must go through :func:`gemmapipe.engine.schema_checked` (or
         :func:`gemmapipe.engine.finish_generation`), so that none reaches the user unvalidated.
     """

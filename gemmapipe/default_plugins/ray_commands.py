@@ -52,6 +52,7 @@ def run_on_ray(obj: dict[str, Any], kind: str, options: dict[str, Any]) -> int:
     }
     # the task resolves here first: a bad schema or task name is a usage error before any actor starts
     from ..cli import resolve_task
+    from ..engines import prepare_model
     from ..models import BaseSource, ModelStore
     from ..plugins import get_plugins
 
@@ -59,9 +60,8 @@ def run_on_ray(obj: dict[str, Any], kind: str, options: dict[str, Any]) -> int:
         get_plugins().registry().kinds[kind], options["schema"], None, options["adapter"], options["no_adapter"]
     )
     if not options["address"]:  # a local cluster shares this machine's cache: prepare the model once, before the actors
-        ModelStore(obj["cache_dir"], obj["base"] or BaseSource.from_env()).ctranslate2_dir(
-            task.adapter, options["compute_type"], task.model_answers
-        )
+        store = ModelStore(obj["cache_dir"], obj["base"] or BaseSource.from_env())
+        prepare_model(task.adapter, options["compute_type"], store, task.model_answers)
     # a local cluster: a CPU for each actor's threads, and one for reading the files (with none left, the actors
     # would hold every CPU and the reading tasks would wait for them forever)
     ray.init(
