@@ -122,7 +122,7 @@ def decode_batch(  # type: ignore[no-untyped-def]
     end_tokens = tokenizer.tokens(list(tokenizer.stop_ids))
     while True:
         for state in states:
-            _take_forced(state)
+            take_forced(state)
         active = [s for s in states if not s.done]
         if not active:
             return
@@ -138,13 +138,17 @@ def decode_batch(  # type: ignore[no-untyped-def]
             _repair(generator, tokenizer, to_repair, output_ids)
 
 
-def _take_forced(state: DecodeState) -> None:
-    """Append the tokens the grammar allows as the only continuation (for instance ``{"`` at the start)."""
+def take_forced(state: DecodeState) -> list[int]:
+    """Accept the tokens the grammar allows as the only continuation (for instance ``{"`` at the start); return
+    those accepted (a stop token among them ends the state)."""
+    taken: list[int] = []
     if state.done:
-        return
+        return taken
     for token in state.matcher.compute_ff_tokens():
         if state.done or not state.accept(token):
             break
+        taken.append(token)
+    return taken
 
 
 def _free_run(generator, tokenizer, active, end_tokens, cancel, output_ids) -> None:  # type: ignore[no-untyped-def]

@@ -30,7 +30,7 @@ from llguidance import LLMatcher
 from llguidance.numpy import allocate_token_bitmask
 
 from .convert import SLIDING_WINDOW
-from .decoding import Cancelled, DecodeState, take_best_allowed
+from .decoding import Cancelled, DecodeState, take_best_allowed, take_forced
 from .engine import (
     DEFAULT_MAX_INPUT_TOKENS,
     DEFAULT_MAX_NEW_TOKENS,
@@ -256,18 +256,12 @@ class LlamaEngine:
         while not state.done:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            forced = state.matcher.compute_ff_tokens()
-            if forced:
-                taken = []
-                for token in forced:
-                    if state.done or not state.accept(token):
-                        break
-                    taken.append(token)
-                if state.done:
-                    break
-                if taken:
-                    self._feed(taken)
-                    continue
+            taken = take_forced(state)
+            if state.done:
+                break
+            if taken:
+                self._feed(taken)
+                continue
             best = take_best_allowed(state, self._scores(), mask, vocab)
             if best is not None and not state.done:  # a dead end or the answer's end leaves nothing to feed
                 self._feed([best])
