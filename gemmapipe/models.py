@@ -139,6 +139,19 @@ class ModelStore:
         self.notify = notify
         self._base_description: dict[str, object] | None = None
 
+    def _entry(self, kind: str, description: dict[str, object], build: Callable[[Path], None], doing: str) -> Path:
+        """The cache entry of ``kind`` for ``description``, built with ``build`` on first use; while another process
+        builds it, says that it is ``doing`` so (see :func:`gemmapipe.cache.ensure_entry`)."""
+        return ensure_entry(
+            self.root,
+            kind,
+            content_key(description),
+            build,
+            description,
+            on_wait=lambda: self.notify(f"another process is {doing}; waiting for it"),
+            on_damaged=self.notify,
+        )
+
     @property
     def base_description(self) -> dict[str, object]:
         if self._base_description is None:
@@ -148,15 +161,7 @@ class ModelStore:
     def base_dir(self) -> Path:
         """The prepared base model (transformers folder), built on first use."""
         description = self.base_description
-        return ensure_entry(
-            self.root,
-            "base",
-            content_key(description),
-            self._build_base,
-            description,
-            on_wait=lambda: self.notify("another process is preparing the base model; waiting for it"),
-            on_damaged=self.notify,
-        )
+        return self._entry("base", description, self._build_base, "preparing the base model")
 
     def _build_base(self, out: Path) -> None:
         from . import convert
@@ -193,14 +198,11 @@ class ModelStore:
         }
         if answers is not None:
             description["answers"] = list(answers)
-        return ensure_entry(
-            self.root,
+        return self._entry(
             "ct2",
-            content_key(description),
-            lambda out: self._build_ctranslate2(out, adapter, quantization, answers),
             description,
-            on_wait=lambda: self.notify("another process is converting this model; waiting for it"),
-            on_damaged=self.notify,
+            lambda out: self._build_ctranslate2(out, adapter, quantization, answers),
+            "converting this model",
         )
 
     def gguf_base_dir(self) -> Path:
@@ -210,15 +212,7 @@ class ModelStore:
         ``tokenizer.json``."""
         require_int4()
         description: dict[str, object] = {"base": self.base_description, "format": FORMAT_VERSION, "layout": 2}
-        return ensure_entry(
-            self.root,
-            "gguf",
-            content_key(description),
-            self._build_gguf_base,
-            description,
-            on_wait=lambda: self.notify("another process is preparing the int4 model; waiting for it"),
-            on_damaged=self.notify,
-        )
+        return self._entry("gguf", description, self._build_gguf_base, "preparing the int4 model")
 
     def _build_gguf_base(self, out: Path) -> None:
         from . import gguf_export
@@ -248,14 +242,8 @@ class ModelStore:
             "adapter": hash_files(adapter_files(adapter)),
             "format": FORMAT_VERSION,
         }
-        folder = ensure_entry(
-            self.root,
-            "gguf-lora",
-            content_key(description),
-            lambda out: self._build_gguf_lora(out, adapter),
-            description,
-            on_wait=lambda: self.notify("another process is converting this adapter; waiting for it"),
-            on_damaged=self.notify,
+        folder = self._entry(
+            "gguf-lora", description, lambda out: self._build_gguf_lora(out, adapter), "converting this adapter"
         )
         return folder / GGUF_LORA_FILE
 
