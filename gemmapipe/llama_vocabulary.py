@@ -29,6 +29,7 @@ from .tokenizer import (
     guidance_tokenizer,
     load_token_bytes,
     save_token_bytes,
+    special_to_guidance,
 )
 
 
@@ -52,12 +53,10 @@ class LlamaVocabulary:
         user_defined = {i for i, a in enumerate(attributes) if a & llama.LLAMA_TOKEN_ATTR_USER_DEFINED}
         #: never written in an answer's text (what tokenizers' ``skip_special_tokens`` leaves out)
         self.control_ids = control
-        #: what llguidance treats as special: the control tokens and the added ones written like a tag (as
-        #: GemmaTokenizer.guidance has them)
-        self.special_ids = control | {
-            i for i in user_defined if tokens[i].startswith(b"<") and tokens[i].endswith(b">")
-        }
         self._ids = {tokens[i].decode("utf-8", "replace"): i for i in control | user_defined}
+        #: what llguidance treats as special, by the rule GemmaTokenizer.guidance follows (control tokens are
+        #: tokenizers' special ones; user-defined ones are its other added tokens)
+        self.special_ids = {i for name, i in self._ids.items() if special_to_guidance(i in control, name)}
         self.eos_id = self._id(EOS_NAME)
         self.end_of_turn_id = self._id(END_OF_TURN.name)
         self.stop_ids: tuple[int, ...] = (self.end_of_turn_id, self.eos_id)

@@ -95,13 +95,8 @@ class GemmaTokenizer:
                 _save_quietly(tokens, saved)  # a model prepared before the file existed: next runs read it
         if tokens is None:
             return LLTokenizer(self.path.read_text(encoding="utf-8"), eos_token=list(self.stop_ids), slices=[])
-        # as llguidance's own parse of tokenizer.json has them: the special added tokens, and the added ones
-        # written like a tag (Gemma's <table>, <h1>, ... are not "special" to tokenizers, but are to llguidance)
-        special = {
-            i
-            for i, t in self.hf.get_added_tokens_decoder().items()
-            if t.special or (t.content.startswith("<") and t.content.endswith(">"))
-        }
+        added = self.hf.get_added_tokens_decoder().items()
+        special = {i for i, t in added if special_to_guidance(t.special, t.content)}
         return guidance_tokenizer(tokens, self.eos_id, self._id("<bos>"), special, self.stop_ids, self.encode_text)
 
     def special_id(self, special: Special) -> int:
@@ -172,6 +167,13 @@ class TextTokenizer(Protocol):
     def encode_prompt(self, prompt: Prompt) -> list[int]: ...
 
     def decode(self, ids: list[int]) -> str: ...
+
+
+def special_to_guidance(special: bool, text: str) -> bool:
+    """Whether llguidance treats an added token as special (never part of text), as its own parse of tokenizer.json
+    does: the special ones, and those written like a tag (Gemma's <table>, <h1>, ... are not "special" to tokenizers,
+    but are to llguidance)."""
+    return special or (text.startswith("<") and text.endswith(">"))
 
 
 def guidance_tokenizer(
