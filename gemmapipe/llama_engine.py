@@ -60,7 +60,7 @@ _log_lines: deque[str] = deque(maxlen=20)
 _log_callback: Any = None  # kept alive as long as llama.cpp may call it
 
 
-def _init_backend() -> Any:
+def init_backend() -> Any:
     """Import llama.cpp once per process, with its log kept off stderr (errors are kept for messages)."""
     global _backend_ready, _log_callback
     require_int4()
@@ -90,7 +90,7 @@ class LlamaEngine:
     compute_type = "int4"
 
     def __init__(self, model_dir: Path, lora: Path | None = None, threads: int | None = None) -> None:
-        self._llama = _init_backend()
+        self._llama = init_backend()
         llama = self._llama
         self.model_dir = model_dir
         self.threads = threads or os.cpu_count() or 1

