@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+from test_engine import _long_ids  # the receipt-like prompt the int8 parity tests use
 
 pytest.importorskip("llama_cpp")
 
@@ -85,13 +86,6 @@ def _float32_engine(tiny_store, tmp_path, lora=None):
     transformers_to_gguf(base, folder / GGUF_MODEL_FILE, quantized=False)
     shutil.copy(base / "tokenizer.json", folder / "tokenizer.json")
     return LlamaEngine(folder, lora, threads=1)
-
-
-def _long_ids(engine, n_tokens):
-    from gemmapipe.prompts import chat_prompt
-
-    text = " ".join(f"TOTAL {i}.00 CASH {i * 3} CHANGE" for i in range(400))
-    return engine.tokenizer.encode_prompt(chat_prompt("Extract.", text))[:n_tokens]
 
 
 def _torch_next_scores(model, ids):
