@@ -578,7 +578,7 @@ class _TrainingRun:
             if step % TRIM_EVERY == 0:
                 release_free_memory()
             stop_early = False
-            if self.data.dev_set and (step % self.eval_every == 0 or step == self.total):
+            if self.data.dev_set and ((step - self._segment_start()) % self.eval_every == 0 or step == self.total):
                 stop_early = self._check_dev(step, on_dev)
             interrupted = should_stop is not None and should_stop()
             state.train_seconds += time.monotonic() - started
@@ -590,6 +590,10 @@ class _TrainingRun:
                 break
         self.steps_done = step
 
+    def _segment_start(self) -> int:
+        """The first step of the schedule now running: 0, or where the last extension (a warm restart) began."""
+        return self.state.extensions[-1][0] if self.state.extensions else 0
+
     def _extend(self, step: int) -> bool:
         """At the planned end: go on (True) if the run may and its dev figure still rises."""
         extensions = self.state.extensions
@@ -597,6 +601,9 @@ class _TrainingRun:
             return False
         extensions.append([step, extension_steps(self.planned)])
         self.total += extensions[-1][1]
+        # a warm restart raises the learning rate, so the dev figure dips before the decay brings it back: the
+        # extension runs to its end (its checks still keep the best weights), and only checks after it count
+        self.state.bad_evals = 0
         last = self.state.dev[-1]
         self.store.notify(
             f"dev {last['metric']} still rising at step {step} ({last['value']:.1%}): {extensions[-1][1]} more steps "
@@ -638,7 +645,7 @@ class _TrainingRun:
             self.model.save_pretrained(str(self.best_dir))
         else:
             state.bad_evals += 1
-            stop_early = state.bad_evals >= self.config.patience
+            stop_early = state.bad_evals >= self.config.patience and not self.state.extensions
         if on_dev is not None:
             on_dev(check)
         return stop_early
@@ -657,7 +664,7 @@ class _TrainingRun:
         best = state.best
         rates = copy_rates(task.schema, data.train) if task.kind == "extract" else {}
         final_loss = state.history[-1] if state.history else None
-        stopped = state.bad_evals >= config.patience
+        stopped = state.bad_evals >= config.patience and step < self.total  # early, before the planned end
         notes = advice(
             state.dev,
             best["step"] if best else None,

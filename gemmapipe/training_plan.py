@@ -190,7 +190,12 @@ def advice(
         )
     last = curve[-1]
     earlier = curve[-3] if len(curve) >= 3 else curve[0]
-    if best is last and still_rising(curve):
+    if extensions and best["step"] <= extensions[-1][0]:
+        lines.append(
+            f"the last extension (steps {extensions[-1][0]}-{extensions[-1][0] + extensions[-1][1]}) did not beat it: more "
+            "steps do not help this data; more labelled records would"
+        )
+    elif best is last and still_rising(curve):
         lines.append(
             f"looks undertrained: dev {name} was still rising at the end ({earlier['value']:.1%} at step {earlier['step']}, "
             f"{last['value']:.1%} at step {last['step']}); train longer: continue this adapter with --init-adapter "

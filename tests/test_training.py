@@ -567,6 +567,26 @@ def test_a_default_length_run_goes_on_while_its_dev_metric_rises(tiny_store, tmp
     assert given["steps"] == 10 and given["extension_steps"] == []  # a length the user gave is kept
 
 
+def test_an_extension_runs_to_its_end_though_its_warm_restart_dips_the_dev_metric(tiny_store, tmp_path, monkeypatch):
+    from gemmapipe import training
+
+    # the plan is 40 steps (as above), the extension 20 more; the dev metric rises to step 40, then dips for good
+    def fake_check(model, task, tokenizer, dev_set, *args):  # type: ignore[no-untyped-def]
+        step = len(totals)
+        return {"loss": 0.5, "metric": "accuracy", "value": 0.3 + step * 0.002 if step <= 40 else 0.2, "exact": 0.5, "errors": 0}
+
+    monkeypatch.setattr(training, "_dev_check", fake_check)
+    totals: list[int] = []
+    config = TrainConfig(batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=6, patience=2)
+    metadata = train(TASK, DATA, tmp_path / "x", tiny_store, config, on_step=lambda s, t, l: totals.append(t))
+    # patience 2 would have stopped it at step 52; the extension's checks count from its own first step
+    assert metadata["steps"] == 60 and metadata["extension_steps"] == [20] and metadata["complete"]
+    assert [c["step"] for c in metadata["metrics"]["dev_curve"]] == [6, 12, 18, 24, 30, 36, 40, 46, 52, 58, 60]
+    assert metadata["metrics"]["best_step"] == 40
+    assert "the last extension (steps 40-60) did not beat it" in metadata["advice"][2]
+    assert not any("so training stopped" in line for line in metadata["advice"])
+
+
 def test_a_checkpoint_of_other_settings_is_discarded_not_resumed(tiny_store, tmp_path):
     config = TrainConfig(max_steps=4, batch_size=4, rank=4, alpha=8, dev_fraction=0.25, eval_every=2, checkpoint_every=2)
     train(TASK, DATA, tmp_path / "r", tiny_store, config)
