@@ -1,6 +1,6 @@
 """What `gemmapipe train` gives with its defaults on public data it was never tuned to: prints figures, never asserts.
 
-    python bench/train_defaults.py DATASET_DIR [DATASET_DIR ...] [--kind extract] [--out runs/] [--json]
+    python bench/train_defaults.py DATASET_DIR [DATASET_DIR ...] [--kind extract] [--out runs/] [--threads N] [--json]
 
 Each DATASET_DIR holds ``schema.json``, ``train.jsonl`` and ``test.jsonl`` (labelled records, ``{"text",
 "expected"}``) and, optionally, ``kind`` (a file holding the task kind; else ``--kind``) and ``reference.json``
@@ -10,7 +10,8 @@ recipes/wikisplit.py a rewrite set from WikiSplit.
 
 For each: ``gemmapipe train --schema S --kind K --data train.jsonl --out OUT/NAME`` and nothing else (the defaults
 pick the length, the dev split and the checkpoint), in a process of its own whose peak RSS and wall minutes are
-measured; then ``gemmapipe eval --json`` of that adapter on ``test.jsonl``. Printed: training minutes, steps, epochs,
+measured (``--threads N`` is passed on, so two benches can share a machine's cores; it changes no default
+that is being measured); then ``gemmapipe eval --json`` of that adapter on ``test.jsonl``. Printed: training minutes, steps, epochs,
 peak RSS, the dev figures the run chose its checkpoint by, its advice lines, and on the test split: field-value
 precision, recall and F1, whole-record exact match, accuracy (classification), validity and records/s, beside the
 published reference when there is one (as a difference in points); for a rewrite task also what answering with the
@@ -62,7 +63,7 @@ def copy_input_floor(predictions: Path) -> dict[str, float]:
     return {"exact_match": exact / n, "similarity": close / n, "answer_closer": closer / n, "answer_further": further / n}
 
 
-def bench(folder: Path, kind: str, out: Path) -> dict[str, object]:
+def bench(folder: Path, kind: str, out: Path, threads: int | None = None) -> dict[str, object]:
     kind = (folder / "kind").read_text().strip() if (folder / "kind").is_file() else kind
     name = folder.name
     adapter = out / name
@@ -71,7 +72,8 @@ def bench(folder: Path, kind: str, out: Path) -> dict[str, object]:
     figures: dict[str, object] = {"dataset": name, "kind": kind}
     if not (adapter / "gemmapipe-adapter.json").is_file():
         status, seconds, peak = run_measured([*gemmapipe, "train", "--schema", schema, "--kind", kind, "--data",
-                                              str(folder / "train.jsonl"), "--out", str(adapter)], out / f"{name}.train.log")
+                                              str(folder / "train.jsonl"), "--out", str(adapter),
+                                              *(["--threads", str(threads)] if threads else [])], out / f"{name}.train.log")
         if status != 0:
             raise SystemExit(f"training {name} failed ({status}); see {out / (name + '.train.log')}")
         figures.update(train_minutes=round(seconds / 60, 1), train_peak_rss_mb=round(peak))
@@ -100,10 +102,11 @@ def main() -> None:
     parser.add_argument("datasets", nargs="+", type=Path)
     parser.add_argument("--kind", default="extract")
     parser.add_argument("--out", type=Path, default=Path("runs"))
+    parser.add_argument("--threads", type=int, help="torch threads for each training run (default: all cores)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [bench(folder, args.kind, args.out) for folder in args.datasets]
+    results = [bench(folder, args.kind, args.out, args.threads) for folder in args.datasets]
     if args.json:
         print(json.dumps(results, indent=2))
         return

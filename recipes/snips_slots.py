@@ -1,5 +1,5 @@
-"""SNIPS slot filling (Coucke et al. 2018, github.com/sonos/nlu-benchmark, CC0) as two gemmapipe datasets, for the
-training-defaults benchmark (bench/train_defaults.py). Neither is a built-in task: they check what `gemmapipe train`
+"""SNIPS slot filling (Coucke et al. 2018, github.com/sonos/nlu-benchmark, CC0) as three gemmapipe datasets, for the
+training-defaults benchmark (bench/train_defaults.py). None is a built-in task: they check what `gemmapipe train`
 gives a new user with its defaults, on data nobody tuned to.
 
     python recipes/snips_slots.py --source /path/to/nlu-benchmark --out data/snips
@@ -11,6 +11,8 @@ gives a new user with its defaults, on data nobody tuned to.
   fields** (one per slot type; the record holds only the slots its utterance has, 1-6 of them). Train: the
   ``train_<intent>.json`` files (300 per intent, the pool the benchmark's small training sets were drawn from);
   test: the ``validate_<intent>.json`` files (100 per intent).
+- ``slots-70/``: the same shape at the benchmark's small size: 70 training utterances per intent (490), drawn with the
+  seed from each intent's ``train_<intent>.json``; the same test files. Its reference is Snips NLU's figure at 70.
 - ``weather/``: the GetWeather intent as **nullable slot filling**: five required fields that are null when the
   utterance does not say (``location`` joins city, state, country, geographic_poi and current_location in the
   order they appear; ``time``; ``condition`` joins description and temperature; ``spatial_relation``;
@@ -40,6 +42,7 @@ from split_files import Records, read_source, source_main, write_files  # noqa: 
 
 INTENTS = ("AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook", "SearchCreativeWork", "SearchScreeningEvent")
 FOLDER = "2017-06-custom-intent-engines"
+SMALL_PER_INTENT = 70
 LOCATION_SLOTS = ("city", "state", "country", "geographic_poi", "current_location")
 CONDITION_SLOTS = ("condition_description", "condition_temperature")
 
@@ -129,14 +132,19 @@ def snips_slot_f1(source: Path, intents: tuple[str, ...], full: bool = True) -> 
     return weighted / total
 
 
-def write_reference(folder: Path, source: Path, intents: tuple[str, ...], what: str) -> None:
+def write_reference(folder: Path, source: Path, intents: tuple[str, ...], what: str, per_intent: int | None = None) -> None:
+    """``reference.json``: the figure of the full training sets, or (``per_intent`` 70) of the 70-utterance ones."""
     full, few = snips_slot_f1(source, intents, True), snips_slot_f1(source, intents, False)
-    reference = {"metric": "field F1", "value": round(full, 4),
-                 "source": f"Snips NLU (CRF), {what}, ~2,000 training utterances per intent (Coucke et al. 2018; {few:.1%} with 70)"}
+    if per_intent:
+        reference = {"metric": "field F1", "value": round(few, 4),
+                     "source": f"Snips NLU (CRF), {what}, {per_intent} training utterances per intent (Coucke et al. 2018; {full:.1%} with ~2,000)"}
+    else:
+        reference = {"metric": "field F1", "value": round(full, 4),
+                     "source": f"Snips NLU (CRF), {what}, ~2,000 training utterances per intent (Coucke et al. 2018; {few:.1%} with 70)"}
     (folder / "reference.json").write_text(json.dumps(reference, indent=2) + "\n", encoding="utf-8")
 
 
-def build(source: Path, out: Path, seed: int = 0, weather_train: int = 500) -> None:
+def build(source: Path, out: Path, seed: int = 0, weather_train: int = 500, small_per_intent: int = SMALL_PER_INTENT) -> None:
     train = [slots_record(c) for intent in INTENTS for c in utterances(source, intent, "train")]
     test = [slots_record(c) for intent in INTENTS for c in utterances(source, intent, "validate")]
     slot_types = sorted({slot for record in train + test for slot in record["expected"]})  # type: ignore[union-attr]
@@ -144,6 +152,14 @@ def build(source: Path, out: Path, seed: int = 0, weather_train: int = 500) -> N
     write_files(out / "slots", {"train": train, "test": test})
     (out / "slots" / "schema.json").write_text(json.dumps(slots_schema(slot_types), indent=2) + "\n", encoding="utf-8")
     write_reference(out / "slots", source, INTENTS, "slot F1 over the seven intents")
+
+    # the benchmark's small training sets: 70 utterances per intent (drawn here with the seed, as it drew its own)
+    small = [slots_record(c) for intent in INTENTS
+             for c in random.Random(f"{seed}-{intent}").sample(utterances(source, intent, "train"), small_per_intent)]
+    random.Random(seed).shuffle(small)
+    write_files(out / "slots-70", {"train": small, "test": test})
+    (out / "slots-70" / "schema.json").write_text(json.dumps(slots_schema(slot_types), indent=2) + "\n", encoding="utf-8")
+    write_reference(out / "slots-70", source, INTENTS, "slot F1 over the seven intents", per_intent=small_per_intent)
 
     test_texts = {text_of(c) for c in utterances(source, "GetWeather", "validate")}
     pool = [c for c in utterances(source, "GetWeather", "full") if text_of(c) not in test_texts]

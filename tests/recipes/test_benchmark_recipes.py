@@ -41,8 +41,8 @@ def write_benchmark(root: Path, recipe) -> None:  # type: ignore[no-untyped-def]
 def test_the_recipe_writes_schema_valid_records_and_the_reference(tmp_path):
     recipe = load_recipe("snips_slots")
     write_benchmark(tmp_path / "src", recipe)
-    recipe.build(tmp_path / "src", tmp_path / "out", weather_train=3)
-    for name in ("slots", "weather"):
+    recipe.build(tmp_path / "src", tmp_path / "out", weather_train=3, small_per_intent=1)
+    for name in ("slots", "slots-70", "weather"):
         schema = json.loads((tmp_path / "out" / name / "schema.json").read_text())
         for part in ("train", "test"):
             for line in (tmp_path / "out" / name / f"{part}.jsonl").read_text().splitlines():
@@ -57,6 +57,12 @@ def test_the_recipe_writes_schema_valid_records_and_the_reference(tmp_path):
     reference = json.loads((tmp_path / "out" / "slots" / "reference.json").read_text())
     assert reference["value"] == round((3 * (2 / 3) + 1 * 0.0) / 4, 4)  # city F1 2/3 three times, timeRange 0 (NaN precision)
     assert "37.5% with 70" in reference["source"]  # city F1 0.5 three times, timeRange 0
+    small = read_jsonl(tmp_path / "out" / "slots-70" / "train.jsonl")
+    assert len(small) == 7 and all(record in slots for record in small)  # one of each intent's training utterances
+    assert sum(record["expected"] == {"artist": "Abba", "service": "Spotify"} for record in small) == 6
+    assert read_jsonl(tmp_path / "out" / "slots-70" / "test.jsonl") == read_jsonl(tmp_path / "out" / "slots" / "test.jsonl")
+    small_reference = json.loads((tmp_path / "out" / "slots-70" / "reference.json").read_text())
+    assert small_reference["value"] == 0.375 and "1 training utterances per intent" in small_reference["source"]
 
 
 def test_the_few_shot_split_takes_as_many_records_of_each_label(tmp_path):
