@@ -597,7 +597,8 @@ class _TrainingRun:
     def _extend(self, step: int) -> bool:
         """At the planned end: go on (True) if the run may and its dev figure still rises."""
         extensions = self.state.extensions
-        if not (self.extensible and len(extensions) < MAX_EXTENSIONS and still_rising(self.state.dev)):
+        since = extensions[-1][0] if extensions else None
+        if not (self.extensible and len(extensions) < MAX_EXTENSIONS and still_rising(self.state.dev, since)):
             return False
         extensions.append([step, extension_steps(self.planned)])
         self.total += extensions[-1][1]

@@ -82,14 +82,19 @@ def learning_rate_in(step: int, planned: int, extensions: Sequence[Sequence[int]
     return learning_rate_at(step, planned, peak)
 
 
-def still_rising(curve: list[dict[str, Any]]) -> bool:
+def still_rising(curve: list[dict[str, Any]], since: int | None = None) -> bool:
     """Whether the dev metric was still rising at the last check of ``curve``: it is the best so far, and gained more
-    than a point over the check before or more than two over the last three checks."""
+    than a point over the check before or more than two over the last three checks. With ``since`` (the first step of
+    the extension that just ended): more than a point over the best check up to that step, since a warm restart dips
+    the figure and the decay brings it back, which looks like a rise over the last checks without being one."""
     if len(curve) < 2:
         return False
     last, earlier = curve[-1], curve[-3] if len(curve) >= 3 else curve[0]
     if any(c["value"] > last["value"] for c in curve[:-1]):
         return False
+    if since is not None:
+        before = [c["value"] for c in curve if c["step"] <= since]
+        return bool(before) and last["value"] - max(before) > 0.01
     return last["value"] - curve[-2]["value"] > 0.01 or last["value"] - earlier["value"] > 0.02
 
 
@@ -195,7 +200,7 @@ def advice(
             f"the last extension (steps {extensions[-1][0]}-{extensions[-1][0] + extensions[-1][1]}) did not beat it: more "
             "steps do not help this data; more labelled records would"
         )
-    elif best is last and still_rising(curve):
+    elif best is last and still_rising(curve, extensions[-1][0] if extensions else None):
         lines.append(
             f"looks undertrained: dev {name} was still rising at the end ({earlier['value']:.1%} at step {earlier['step']}, "
             f"{last['value']:.1%} at step {last['step']}); train longer: continue this adapter with --init-adapter "

@@ -107,5 +107,10 @@ def test_still_rising_needs_the_last_check_to_be_the_best_and_a_real_gain():
     assert still_rising([check(10, 0.70, 0.3), check(20, 0.71, 0.2), check(30, 0.721, 0.15)])  # +2.1 over three checks
     assert not still_rising([check(10, 0.8, 0.3), check(20, 0.7, 0.2), check(30, 0.75, 0.15)])  # below the best
     assert not still_rising([check(10, 0.5, 0.4)])
+    # after an extension (a warm restart from step 300): its dip and recovery are no rise; a gain over step 300 is
+    restarted = [check(266, 0.809, 0.13), check(300, 0.809, 0.14), check(338, 0.808, 0.16), check(376, 0.79, 0.17),
+                 check(414, 0.805, 0.15), check(450, 0.810, 0.15)]
+    assert still_rising(restarted) and not still_rising(restarted, since=300)
+    assert still_rising([*restarted[:-1], check(450, 0.83, 0.15)], since=300)
     lines = advice([check(300, 0.7, 0.3), check(450, 0.8, 0.2), check(600, 0.81, 0.2)], 600, False, 3, 0.1, planned=300, extensions=[(300, 150), (450, 150)])
     assert "still rising at the planned end (step 300), so the run went on for 300 more steps (2 extensions" in lines[1]
