@@ -132,6 +132,11 @@ def copy_rates(schema: dict[str, Any], data: list[tuple[str, Any]]) -> dict[str,
     return rates
 
 
+def _at_least(rates: dict[str, float], fields: list[str]) -> str:
+    lowest = min(rates[f] for f in fields)
+    return "100%" if lowest >= 1.0 else f"{lowest:.0%} or more"
+
+
 def copy_advice(schema: dict[str, Any], rates: dict[str, float]) -> list[str]:
     """Lines on the fields whose labels are (nearly always, or mostly not) runs of the text."""
     properties = schema.get("properties") or {}
@@ -141,9 +146,9 @@ def copy_advice(schema: dict[str, Any], rates: dict[str, float]) -> list[str]:
         shown = (
             ", ".join(f"{f} {rates[f]:.0%}" for f in copyable)
             if len(copyable) <= 6
-            else f"all of {len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {min(rates[f] for f in copyable):.0%} or more"
+            else f"all of {len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {_at_least(rates, copyable)}"
             if len(copyable) == len(rates)
-            else f"{len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {min(rates[f] for f in copyable):.0%} or more"
+            else f"{len(copyable)} fields ({', '.join(copyable[:3])}, ...) at {_at_least(rates, copyable)}"
         )
         copy_ready = (
             set(schema.get("required") or []) == set(properties) and schema.get("additionalProperties") is False

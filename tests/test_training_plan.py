@@ -67,8 +67,8 @@ def test_copy_rates_count_labels_that_are_runs_of_the_text():
     assert "code 0%" in lines[1] and "city" not in lines[1]
     many = {f"f{i}": {"type": "string"} for i in range(10)}
     rates = {f"f{i}": 1.0 if i < 8 else 0.9 for i in range(10)}
-    assert "8 fields (f0, f1, f2, ...) at 100% or more" in copy_advice({"properties": many}, rates)[0]
-    assert "all of 10 fields" in copy_advice({"properties": many}, dict.fromkeys(many, 0.97))[0]
+    assert "8 fields (f0, f1, f2, ...) at 100%. " in copy_advice({"properties": many}, rates)[0]
+    assert "all of 10 fields (f0, f1, f2, ...) at 97% or more" in copy_advice({"properties": many}, {**dict.fromkeys(many, 0.98), "f9": 0.97})[0]
 
 
 def check(step, value, loss):
