@@ -132,15 +132,15 @@ def snips_slot_f1(source: Path, intents: tuple[str, ...], full: bool = True) -> 
     return weighted / total
 
 
-def write_reference(folder: Path, source: Path, intents: tuple[str, ...], what: str, per_intent: int | None = None) -> None:
-    """``reference.json``: the figure of the full training sets, or (``per_intent`` 70) of the 70-utterance ones."""
+def write_reference(folder: Path, source: Path, intents: tuple[str, ...], what: str, small: bool = False) -> None:
+    """``reference.json``: Snips NLU's figure trained on the full sets (~2,000 utterances per intent), or (``small``) on
+    the benchmark's sets of 70 per intent; the other figure is named beside it."""
     full, few = snips_slot_f1(source, intents, True), snips_slot_f1(source, intents, False)
-    if per_intent:
-        reference = {"metric": "field F1", "value": round(few, 4),
-                     "source": f"Snips NLU (CRF), {what}, {per_intent} training utterances per intent (Coucke et al. 2018; {full:.1%} with ~2,000)"}
-    else:
-        reference = {"metric": "field F1", "value": round(full, 4),
-                     "source": f"Snips NLU (CRF), {what}, ~2,000 training utterances per intent (Coucke et al. 2018; {few:.1%} with 70)"}
+    sizes = {"~2,000": full, "70": few}
+    size = "70" if small else "~2,000"
+    (other,) = set(sizes) - {size}
+    reference = {"metric": "field F1", "value": round(sizes[size], 4),
+                 "source": f"Snips NLU (CRF), {what}, {size} training utterances per intent (Coucke et al. 2018; {sizes[other]:.1%} with {other})"}
     (folder / "reference.json").write_text(json.dumps(reference, indent=2) + "\n", encoding="utf-8")
 
 
@@ -149,17 +149,14 @@ def build(source: Path, out: Path, seed: int = 0, weather_train: int = 500, smal
     test = [slots_record(c) for intent in INTENTS for c in utterances(source, intent, "validate")]
     slot_types = sorted({slot for record in train + test for slot in record["expected"]})  # type: ignore[union-attr]
     random.Random(seed).shuffle(train)
-    write_files(out / "slots", {"train": train, "test": test})
-    (out / "slots" / "schema.json").write_text(json.dumps(slots_schema(slot_types), indent=2) + "\n", encoding="utf-8")
-    write_reference(out / "slots", source, INTENTS, "slot F1 over the seven intents")
-
     # the benchmark's small training sets: 70 utterances per intent (drawn here with the seed, as it drew its own)
     small = [slots_record(c) for intent in INTENTS
              for c in random.Random(f"{seed}-{intent}").sample(utterances(source, intent, "train"), small_per_intent)]
     random.Random(seed).shuffle(small)
-    write_files(out / "slots-70", {"train": small, "test": test})
-    (out / "slots-70" / "schema.json").write_text(json.dumps(slots_schema(slot_types), indent=2) + "\n", encoding="utf-8")
-    write_reference(out / "slots-70", source, INTENTS, "slot F1 over the seven intents", per_intent=small_per_intent)
+    for name, records in (("slots", train), ("slots-70", small)):
+        write_files(out / name, {"train": records, "test": test})
+        (out / name / "schema.json").write_text(json.dumps(slots_schema(slot_types), indent=2) + "\n", encoding="utf-8")
+        write_reference(out / name, source, INTENTS, "slot F1 over the seven intents", small=records is small)
 
     test_texts = {text_of(c) for c in utterances(source, "GetWeather", "validate")}
     pool = [c for c in utterances(source, "GetWeather", "full") if text_of(c) not in test_texts]

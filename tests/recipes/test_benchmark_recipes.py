@@ -62,7 +62,8 @@ def test_the_recipe_writes_schema_valid_records_and_the_reference(tmp_path):
     assert sum(record["expected"] == {"artist": "Abba", "service": "Spotify"} for record in small) == 6
     assert read_jsonl(tmp_path / "out" / "slots-70" / "test.jsonl") == read_jsonl(tmp_path / "out" / "slots" / "test.jsonl")
     small_reference = json.loads((tmp_path / "out" / "slots-70" / "reference.json").read_text())
-    assert small_reference["value"] == 0.375 and "1 training utterances per intent" in small_reference["source"]
+    assert small_reference["value"] == 0.375 and "70 training utterances per intent" in small_reference["source"]
+    assert "50.0% with ~2,000" in small_reference["source"]  # the full sets' figure (the slots reference) beside it
 
 
 def test_the_few_shot_split_takes_as_many_records_of_each_label(tmp_path):
